@@ -1,0 +1,197 @@
+//! The operator commands of the service binary (same settings as the service):
+//! `serve` (default), `status`, `refresh [--reseal-only]`, `keys rotate --tenant|--all`,
+//! `migrate`. Human-readable output, `--json` for scripts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::app::App;
+use crate::config::{Env, LogFormat, Settings};
+use crate::domain::TenantId;
+use crate::usecase::refresh_all::{self, RunOptions};
+
+/// obo-vault: Entra refresh tokens in custody, for workloads acting on behalf of offline users.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Functions custom handler (the default).
+    Serve,
+    /// Rows by status and key version, oldest refresh, and which key versions are still used.
+    Status(Output),
+    /// Run the timer's work now.
+    Refresh {
+        /// Only re-seal rows on old key versions; never call Entra.
+        #[arg(long)]
+        reseal_only: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Key Vault key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Run the database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new key version (32 random bytes); the next refresh run re-seals every row.
+    Rotate {
+        /// The tenant whose key to rotate.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        tenant: Option<String>,
+        /// Every key that rows use.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let settings = Settings::from_env(&Env::from_process())?;
+        let command = self.command.unwrap_or(Command::Serve);
+        let format = match command {
+            Command::Serve => settings.log_format,
+            // Operator commands keep stdout for their answer; logs go to stderr.
+            _ => LogFormat::Text,
+        };
+        if matches!(command, Command::Serve) {
+            crate::telemetry::init(format, std::io::stdout);
+        } else {
+            crate::telemetry::init(format, std::io::stderr);
+        }
+        match command {
+            Command::Serve => serve(settings).await,
+            Command::Migrate => {
+                crate::store::connect(&settings.database_url).await?;
+                println!("migrations applied");
+                Ok(())
+            }
+            Command::Status(output) => status(App::build(settings).await?, output).await,
+            Command::Refresh { reseal_only, output } => refresh(App::build(settings).await?, reseal_only, output).await,
+            Command::Keys { command: KeysCommand::Rotate { tenant, all, output } } => {
+                rotate(App::build(settings).await?, tenant, all, output).await
+            }
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let port = settings.port;
+    let app = App::build(settings).await?;
+    let application = crate::startup::Application::bind(port, app).await?;
+    tracing::info!(port = application.port(), "obo-vault ready");
+    application.run_until(crate::startup::shutdown_signal()).await
+}
+
+async fn status(app: Arc<App>, output: Output) -> anyhow::Result<()> {
+    let report = app.store.status_report(chrono::Utc::now()).await?;
+    // For each key, the latest version tells which older versions rows still need.
+    let mut keys = Vec::new();
+    let mut names: Vec<&String> = report.by_key_version.iter().map(|k| &k.key_name).collect();
+    names.dedup();
+    for name in names {
+        let latest = app.keys.fresh_latest(name).await.map(|k| k.version).ok();
+        for version in report.by_key_version.iter().filter(|k| &k.key_name == name) {
+            keys.push(json!({
+                "keyName": name,
+                "keyVersion": version.key_version,
+                "rows": version.rows,
+                "latest": latest.as_deref() == Some(version.key_version.as_str()),
+                "stillNeeded": version.rows > 0,
+            }));
+        }
+    }
+    if output.json {
+        println!("{}", json!({ "report": report, "keys": keys }));
+        return Ok(());
+    }
+    println!("rows by status:");
+    for (status, rows) in &report.by_status {
+        println!("  {status:<16} {rows}");
+    }
+    println!("rows by key version:");
+    for key in &keys {
+        let latest = if key["latest"] == true { " (latest)" } else { " (old: re-seal pending)" };
+        println!("  {} {} {}{latest}", key["keyName"].as_str().unwrap_or(""), key["keyVersion"].as_str().unwrap_or(""), key["rows"]);
+    }
+    match report.oldest_refreshed_at {
+        Some(at) => println!("oldest refresh: {at}"),
+        None => println!("oldest refresh: -"),
+    }
+    println!("leased now: {}  backing off: {}", report.leased, report.backing_off);
+    println!("a key version not listed here is used by no row and can be disabled in Key Vault");
+    Ok(())
+}
+
+async fn refresh(app: Arc<App>, reseal_only: bool, output: Output) -> anyhow::Result<()> {
+    let bar = if output.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let options = RunOptions {
+        reseal_only,
+        time_budget: app.refresh.time_budget,
+        concurrency: app.refresh.concurrency,
+    };
+    let progress = |summary: &refresh_all::Summary| {
+        bar.set_message(format!(
+            "examined {} refreshed {} resealed {} failed {}",
+            summary.examined, summary.refreshed, summary.resealed, summary.failed
+        ));
+    };
+    let summary = refresh_all::run(&app, options, &progress).await?;
+    bar.finish_and_clear();
+    if output.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("{}", summary.line());
+    }
+    Ok(())
+}
+
+async fn rotate(app: Arc<App>, tenant: Option<String>, all: bool, output: Output) -> anyhow::Result<()> {
+    let names = if all {
+        app.store.key_names().await?
+    } else {
+        let raw = tenant.context("--tenant or --all is required")?;
+        let tenant = TenantId::parse(&raw).context("--tenant must be a tenant GUID")?;
+        vec![app.key_settings.key_name(&tenant)]
+    };
+    let mut rotated = Vec::new();
+    for name in names {
+        let key = app.keys.rotate(&name).await?;
+        rotated.push(json!({ "keyName": key.name, "keyVersion": key.version }));
+        if !output.json {
+            println!("{} → new version {}", key.name, key.version);
+        }
+    }
+    if output.json {
+        println!("{}", json!({ "rotated": rotated }));
+    }
+    Ok(())
+}

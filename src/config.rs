@@ -1,0 +1,482 @@
+//! Settings of SPEC §4, read once from the environment at start.
+//!
+//! Every error names the variable it is about. Secrets are `secrecy` types and no struct that
+//! holds one derives `Debug`. No setting falls back to something insecure: a missing client
+//! credential or an `http://` Key Vault stops the process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::domain::TenantId;
+
+/// Everything the service is configured with.
+pub struct Settings {
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT`: the port on 127.0.0.1 the host talks to (0 in tests).
+    pub port: u16,
+    /// `DATABASE_URL`: `postgres://…` or `sqlite://…`.
+    pub database_url: SecretString,
+    /// Entra ID: who we are and whom we trust.
+    pub entra: EntraSettings,
+    /// The API do-work calls.
+    pub downstream: DownstreamSettings,
+    /// Key Vault keys.
+    pub keys: KeySettings,
+    /// The timer.
+    pub refresh: RefreshSettings,
+    /// `OBOVAULT_EXTRA_CA_CERTS`: PEM file of extra CAs for every outbound TLS connection.
+    pub extra_ca_certs: Option<PathBuf>,
+    /// `OBOVAULT_LEASE`: how long one instance may work on a row before another may take it
+    /// over. At least twice the Entra timeout plus 5 s, so a lease outlives the call it guards.
+    pub lease: Duration,
+    /// `OBOVAULT_LOG_FORMAT`: `json` or `text`; JSON when running under the Functions host.
+    pub log_format: LogFormat,
+}
+
+/// Entra ID settings.
+pub struct EntraSettings {
+    /// `OBOVAULT_TENANT_ID`: the app's home tenant.
+    pub tenant_id: TenantId,
+    /// `OBOVAULT_CLIENT_ID`: the app (client) id.
+    pub client_id: String,
+    /// `OBOVAULT_CLIENT_SECRET` | `OBOVAULT_CLIENT_CERTIFICATE_PATH` |
+    /// `OBOVAULT_CLIENT_ASSERTION=managed-identity`: exactly one.
+    pub credential: ClientCredential,
+    /// `OBOVAULT_AUTHORITY_HOST`, without a trailing slash.
+    pub authority_host: Url,
+    /// `OBOVAULT_ALLOWED_TENANTS`.
+    pub allowed_tenants: AllowedTenants,
+    /// `OBOVAULT_SETUP_SCOPE`: the delegated scope a setup token must carry.
+    pub setup_scope: String,
+    /// `OBOVAULT_WORKLOAD_ROLE`: the app role a do-work caller must carry.
+    pub workload_role: String,
+    /// `OBOVAULT_ENTRA_TIMEOUT`: overall timeout of one call to Entra.
+    pub timeout: Duration,
+}
+
+/// How the app proves itself to Entra.
+pub enum ClientCredential {
+    /// A client secret.
+    Secret(SecretString),
+    /// A PEM file with the private key and the certificate; a signed client assertion.
+    Certificate(PathBuf),
+    /// A managed-identity token for `api://AzureADTokenExchange` as client assertion.
+    ManagedIdentity,
+}
+
+/// Tenants whose users and workloads are served.
+#[derive(Clone, Debug)]
+pub enum AllowedTenants {
+    /// `*`: any tenant.
+    Any,
+    /// Only these.
+    Only(Vec<TenantId>),
+}
+
+impl AllowedTenants {
+    /// Whether `tenant` may use the service.
+    pub fn allows(&self, tenant: &TenantId) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(list) => list.contains(tenant),
+        }
+    }
+}
+
+/// The downstream API.
+#[derive(Clone, Debug)]
+pub struct DownstreamSettings {
+    /// `OBOVAULT_DOWNSTREAM_BASE_URL`, without a trailing slash.
+    pub base_url: Url,
+    /// `OBOVAULT_DOWNSTREAM_SCOPES`: scopes of one resource.
+    pub scopes: Vec<String>,
+    /// `OBOVAULT_DOWNSTREAM_ALLOWED_PATHS`: allowed path prefixes, each starting with `/`.
+    pub allowed_paths: Vec<String>,
+    /// `OBOVAULT_DOWNSTREAM_TIMEOUT`: overall timeout of one downstream call.
+    pub timeout: Duration,
+}
+
+/// Key Vault settings.
+#[derive(Clone, Debug)]
+pub struct KeySettings {
+    /// `OBOVAULT_KEY_VAULT_URL`: must be `https://`.
+    pub vault_url: Url,
+    /// `OBOVAULT_KEY_NAME`: `{tenant}` becomes the tenant id.
+    pub key_name_template: String,
+    /// `OBOVAULT_KEY_AUTO_CREATE`.
+    pub auto_create: bool,
+    /// `OBOVAULT_KEY_VAULT_EMULATOR`: dummy bearer token, no challenge-domain check.
+    pub emulator: bool,
+    /// `AZURE_CLIENT_ID`: a user-assigned managed identity for Key Vault (and the assertion).
+    pub managed_identity_client_id: Option<String>,
+}
+
+impl KeySettings {
+    /// The Key Vault secret name of a tenant's key.
+    pub fn key_name(&self, tenant: &TenantId) -> String {
+        self.key_name_template.replace("{tenant}", tenant.as_str())
+    }
+}
+
+/// The timer's settings.
+#[derive(Clone, Debug)]
+pub struct RefreshSettings {
+    /// `OBOVAULT_REFRESH_AFTER`: rows older than this are refreshed.
+    pub after: Duration,
+    /// `OBOVAULT_REFRESH_CONCURRENCY`: parallel refreshes in one run.
+    pub concurrency: usize,
+    /// `OBOVAULT_REFRESH_TIME_BUDGET`: no new rows are claimed after this.
+    pub time_budget: Duration,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum LogFormat {
+    /// One JSON object per line (Azure).
+    Json,
+    /// Human-readable lines (a terminal).
+    Text,
+}
+
+/// A setting that is missing or wrong; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct SettingsError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What is wrong with it (never its value when it is a secret).
+    pub problem: String,
+}
+
+fn problem(variable: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+/// A source of variables: the process environment, or a map in tests.
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    /// Snapshot of the process environment.
+    pub fn from_process() -> Self {
+        Self(std::env::vars().collect())
+    }
+
+    /// A fixed set of variables (tests, tools).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+
+    fn optional(&self, name: &'static str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<&str, SettingsError> {
+        self.optional(name).ok_or_else(|| problem(name, "is required"))
+    }
+
+    fn or<'a>(&'a self, name: &'static str, default: &'a str) -> &'a str {
+        self.optional(name).unwrap_or(default)
+    }
+
+    fn flag(&self, name: &'static str) -> Result<bool, SettingsError> {
+        match self.or(name, "false").to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(problem(name, "must be true or false")),
+        }
+    }
+
+    fn duration(&self, name: &'static str, default: &str) -> Result<Duration, SettingsError> {
+        parse_duration(self.or(name, default))
+            .ok_or_else(|| problem(name, "must be a duration such as 90s, 15m or 24h"))
+    }
+
+    fn https_url(&self, name: &'static str, value: &str) -> Result<Url, SettingsError> {
+        let url = Url::parse(value).map_err(|_| problem(name, "must be an absolute URL"))?;
+        if url.scheme() != "https" {
+            return Err(problem(name, "must be an https:// URL"));
+        }
+        if !url.username().is_empty() || url.password().is_some() || url.host().is_none() {
+            return Err(problem(name, "must be https://host[:port][/path] without credentials"));
+        }
+        Ok(url)
+    }
+}
+
+/// Parses `90s`, `15m`, `24h`, `2d`, `500ms` (also combinations such as `1h30m`).
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let duration = humantime::parse_duration(value).ok()?;
+    (!duration.is_zero()).then_some(duration)
+}
+
+impl Settings {
+    /// Reads and checks every setting.
+    pub fn from_env(env: &Env) -> Result<Self, SettingsError> {
+        let port = env
+            .or("FUNCTIONS_CUSTOMHANDLER_PORT", "3000")
+            .parse::<u16>()
+            .map_err(|_| problem("FUNCTIONS_CUSTOMHANDLER_PORT", "must be a port number"))?;
+        let database_url = env.or("DATABASE_URL", "sqlite://obo-vault.db?mode=rwc");
+        if !(database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+            || database_url.starts_with("sqlite:"))
+        {
+            return Err(problem("DATABASE_URL", "must start with postgres:// or sqlite:"));
+        }
+        let entra = EntraSettings::from_env(env)?;
+        let minimum_lease = entra.timeout * 2 + Duration::from_secs(5);
+        let lease = match env.optional("OBOVAULT_LEASE") {
+            None => minimum_lease,
+            Some(_) => env.duration("OBOVAULT_LEASE", "")?,
+        };
+        if lease < minimum_lease {
+            return Err(problem(
+                "OBOVAULT_LEASE",
+                format!("must be at least twice OBOVAULT_ENTRA_TIMEOUT plus 5s ({}s)", minimum_lease.as_secs()),
+            ));
+        }
+        let log_format = match env.optional("OBOVAULT_LOG_FORMAT") {
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(_) => return Err(problem("OBOVAULT_LOG_FORMAT", "must be json or text")),
+            None if env.optional("FUNCTIONS_WORKER_RUNTIME").is_some() => LogFormat::Json,
+            None => LogFormat::Text,
+        };
+        Ok(Self {
+            port,
+            database_url: SecretString::from(database_url.to_owned()),
+            downstream: DownstreamSettings::from_env(env)?,
+            keys: KeySettings::from_env(env)?,
+            refresh: RefreshSettings::from_env(env)?,
+            extra_ca_certs: env.optional("OBOVAULT_EXTRA_CA_CERTS").map(PathBuf::from),
+            entra,
+            lease,
+            log_format,
+        })
+    }
+}
+
+impl EntraSettings {
+    fn from_env(env: &Env) -> Result<Self, SettingsError> {
+        let tenant_id = TenantId::parse(env.required("OBOVAULT_TENANT_ID")?)
+            .map_err(|_| problem("OBOVAULT_TENANT_ID", "must be a tenant GUID"))?;
+        let client_id = env.required("OBOVAULT_CLIENT_ID")?.to_owned();
+        if uuid::Uuid::try_parse(&client_id).is_err() {
+            return Err(problem("OBOVAULT_CLIENT_ID", "must be the app's client id (a GUID)"));
+        }
+        let authority = env.or("OBOVAULT_AUTHORITY_HOST", "https://login.microsoftonline.com");
+        let authority_host = env.https_url("OBOVAULT_AUTHORITY_HOST", authority.trim_end_matches('/'))?;
+        let allowed_tenants = match env.optional("OBOVAULT_ALLOWED_TENANTS") {
+            Some("*") => AllowedTenants::Any,
+            Some(list) => AllowedTenants::Only(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(TenantId::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| {
+                        problem("OBOVAULT_ALLOWED_TENANTS", "must be * or comma-separated tenant GUIDs")
+                    })?,
+            ),
+            None => AllowedTenants::Only(vec![tenant_id.clone()]),
+        };
+        Ok(Self {
+            credential: ClientCredential::from_env(env)?,
+            tenant_id,
+            client_id,
+            authority_host,
+            allowed_tenants,
+            setup_scope: env.or("OBOVAULT_SETUP_SCOPE", "access_as_user").to_owned(),
+            workload_role: env.or("OBOVAULT_WORKLOAD_ROLE", "OboVault.Act").to_owned(),
+            timeout: env.duration("OBOVAULT_ENTRA_TIMEOUT", "15s")?,
+        })
+    }
+}
+
+impl ClientCredential {
+    fn from_env(env: &Env) -> Result<Self, SettingsError> {
+        let secret = env.optional("OBOVAULT_CLIENT_SECRET");
+        let certificate = env.optional("OBOVAULT_CLIENT_CERTIFICATE_PATH");
+        let assertion = env.optional("OBOVAULT_CLIENT_ASSERTION");
+        match (secret, certificate, assertion) {
+            (Some(secret), None, None) => Ok(Self::Secret(SecretString::from(secret.to_owned()))),
+            (None, Some(path), None) => Ok(Self::Certificate(PathBuf::from(path))),
+            (None, None, Some("managed-identity")) => Ok(Self::ManagedIdentity),
+            (None, None, Some(_)) => {
+                Err(problem("OBOVAULT_CLIENT_ASSERTION", "the only supported value is managed-identity"))
+            }
+            (None, None, None) => Err(problem(
+                "OBOVAULT_CLIENT_SECRET",
+                "no client credential: set OBOVAULT_CLIENT_SECRET, OBOVAULT_CLIENT_CERTIFICATE_PATH or OBOVAULT_CLIENT_ASSERTION=managed-identity",
+            )),
+            _ => Err(problem(
+                "OBOVAULT_CLIENT_SECRET",
+                "set only one of OBOVAULT_CLIENT_SECRET, OBOVAULT_CLIENT_CERTIFICATE_PATH, OBOVAULT_CLIENT_ASSERTION",
+            )),
+        }
+    }
+}
+
+impl DownstreamSettings {
+    fn from_env(env: &Env) -> Result<Self, SettingsError> {
+        const VAR: &str = "OBOVAULT_DOWNSTREAM_BASE_URL";
+        let base = env.or(VAR, "https://graph.microsoft.com/v1.0");
+        let base_url = env.https_url(VAR, base.trim_end_matches('/'))?;
+        if base_url.query().is_some() || base_url.fragment().is_some() {
+            return Err(problem(VAR, "must not have a query or fragment"));
+        }
+        let scopes: Vec<String> = env
+            .or("OBOVAULT_DOWNSTREAM_SCOPES", "https://graph.microsoft.com/.default")
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if scopes.is_empty() {
+            return Err(problem("OBOVAULT_DOWNSTREAM_SCOPES", "must name at least one scope"));
+        }
+        let allowed_paths: Vec<String> = env
+            .or("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "/me")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.trim_end_matches('/').to_owned())
+            .collect();
+        if allowed_paths.is_empty()
+            || allowed_paths.iter().any(|p| !p.starts_with('/') || p.contains("..") || p.contains("//"))
+        {
+            return Err(problem(
+                "OBOVAULT_DOWNSTREAM_ALLOWED_PATHS",
+                "must be comma-separated path prefixes starting with / (not / alone)",
+            ));
+        }
+        Ok(Self {
+            base_url,
+            scopes,
+            allowed_paths,
+            timeout: env.duration("OBOVAULT_DOWNSTREAM_TIMEOUT", "30s")?,
+        })
+    }
+}
+
+impl KeySettings {
+    fn from_env(env: &Env) -> Result<Self, SettingsError> {
+        const VAR: &str = "OBOVAULT_KEY_VAULT_URL";
+        let vault_url = env.https_url(VAR, env.required(VAR)?)?;
+        let key_name_template = env.or("OBOVAULT_KEY_NAME", "obo-vault-{tenant}").to_owned();
+        let sample = key_name_template.replace("{tenant}", "00000000-0000-0000-0000-000000000000");
+        if sample.is_empty()
+            || sample.len() > 127
+            || !sample.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(problem(
+                "OBOVAULT_KEY_NAME",
+                "must be a Key Vault secret name (letters, digits, -) with an optional {tenant}",
+            ));
+        }
+        Ok(Self {
+            vault_url,
+            key_name_template,
+            auto_create: env.flag("OBOVAULT_KEY_AUTO_CREATE")?,
+            emulator: env.flag("OBOVAULT_KEY_VAULT_EMULATOR")?,
+            managed_identity_client_id: env.optional("AZURE_CLIENT_ID").map(str::to_owned),
+        })
+    }
+}
+
+impl RefreshSettings {
+    fn from_env(env: &Env) -> Result<Self, SettingsError> {
+        let concurrency = env
+            .or("OBOVAULT_REFRESH_CONCURRENCY", "16")
+            .parse::<usize>()
+            .ok()
+            .filter(|c| (1..=1024).contains(c))
+            .ok_or_else(|| problem("OBOVAULT_REFRESH_CONCURRENCY", "must be a number from 1 to 1024"))?;
+        Ok(Self {
+            after: env.duration("OBOVAULT_REFRESH_AFTER", "24h")?,
+            concurrency,
+            time_budget: env.duration("OBOVAULT_REFRESH_TIME_BUDGET", "240s")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("OBOVAULT_TENANT_ID", "11111111-1111-1111-1111-111111111111"),
+            ("OBOVAULT_CLIENT_ID", "22222222-2222-2222-2222-222222222222"),
+            ("OBOVAULT_CLIENT_SECRET", "s3cret"),
+            ("OBOVAULT_KEY_VAULT_URL", "https://vault.example/"),
+        ]
+    }
+
+    fn error_with(extra: &[(&'static str, &'static str)]) -> SettingsError {
+        let mut pairs = base();
+        for (k, v) in extra {
+            pairs.retain(|(name, _)| name != k);
+            pairs.push((k, v));
+        }
+        match Settings::from_env(&Env::from_pairs(pairs)) {
+            Ok(_) => panic!("settings {extra:?} must be refused"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let settings = Settings::from_env(&Env::from_pairs(base())).unwrap();
+        assert_eq!(settings.port, 3000);
+        assert_eq!(settings.refresh.after, Duration::from_secs(86_400));
+        assert_eq!(settings.refresh.concurrency, 16);
+        assert_eq!(settings.refresh.time_budget, Duration::from_secs(240));
+        assert_eq!(settings.entra.setup_scope, "access_as_user");
+        assert_eq!(settings.entra.workload_role, "OboVault.Act");
+        assert_eq!(settings.downstream.allowed_paths, vec!["/me"]);
+        assert_eq!(settings.downstream.base_url.as_str(), "https://graph.microsoft.com/v1.0");
+        let tenant = TenantId::parse("11111111-1111-1111-1111-111111111111").unwrap();
+        assert_eq!(settings.keys.key_name(&tenant), format!("obo-vault-{tenant}"));
+        assert!(settings.entra.allowed_tenants.allows(&tenant));
+        assert!(!settings.keys.auto_create && !settings.keys.emulator);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("OBOVAULT_TENANT_ID", "")], "OBOVAULT_TENANT_ID"),
+            (&[("OBOVAULT_KEY_VAULT_URL", "http://vault.example/")], "OBOVAULT_KEY_VAULT_URL"),
+            (&[("OBOVAULT_REFRESH_AFTER", "soon")], "OBOVAULT_REFRESH_AFTER"),
+            (&[("OBOVAULT_REFRESH_CONCURRENCY", "0")], "OBOVAULT_REFRESH_CONCURRENCY"),
+            (&[("OBOVAULT_CLIENT_SECRET", "")], "OBOVAULT_CLIENT_SECRET"),
+            (&[("OBOVAULT_CLIENT_ASSERTION", "managed-identity")], "OBOVAULT_CLIENT_SECRET"),
+            (&[("OBOVAULT_ALLOWED_TENANTS", "contoso")], "OBOVAULT_ALLOWED_TENANTS"),
+            (&[("OBOVAULT_AUTHORITY_HOST", "http://login")], "OBOVAULT_AUTHORITY_HOST"),
+            (&[("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "me")], "OBOVAULT_DOWNSTREAM_ALLOWED_PATHS"),
+            (&[("OBOVAULT_KEY_AUTO_CREATE", "maybe")], "OBOVAULT_KEY_AUTO_CREATE"),
+            (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+        ];
+        for (extra, variable) in cases {
+            let error = error_with(extra);
+            assert_eq!(error.variable, *variable, "{extra:?}");
+            assert!(!error.to_string().contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn durations_use_the_short_form() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("forever"), None);
+    }
+}

@@ -1,0 +1,343 @@
+//! The one mapping from failures to `application/problem+json` answers (SPEC §3).
+//!
+//! Client faults carry a clear `detail`; server faults carry a fixed text and the cause goes
+//! to the log once, inside the request span. No variant's body ever holds token material.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::downstream::DownstreamError;
+use crate::idp::IdpError;
+use crate::keys::KeyError;
+use crate::store::StoreError;
+use crate::usecase::FlowError;
+
+/// Every error the HTTP API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401 `interaction_required`: Entra wants the user back (MFA, consent, CA policy).
+    #[error("the user must sign in again")]
+    InteractionRequired {
+        /// Entra's claims challenge, passed back to the client.
+        claims: Option<String>,
+    },
+    /// 403 `insufficient_role`.
+    #[error("{0}")]
+    InsufficientRole(String),
+    /// 403 `insufficient_scope`.
+    #[error("{0}")]
+    InsufficientScope(String),
+    /// 500 with an opaque body; the cause is logged.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+    /// 400 `invalid_request`.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 401 `invalid_token`; `missing` selects the bare `Bearer` challenge (RFC 6750 §3.1).
+    #[error("{detail}")]
+    InvalidToken {
+        /// Why the token was refused, safe to show.
+        detail: String,
+        /// No credentials were sent at all.
+        missing: bool,
+    },
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 404 `not_connected`.
+    #[error("the user has not connected")]
+    NotConnected,
+    /// 404 `not_found` for an unknown route.
+    #[error("no such endpoint")]
+    NotFound,
+    /// 400 `path_not_allowed`.
+    #[error("{0}")]
+    PathNotAllowed(String),
+    /// 413 `payload_too_large`.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// 409 `reauth_required`.
+    #[error("the stored grant no longer works; the user must run setup again")]
+    ReauthRequired {
+        /// Entra's error code, e.g. `invalid_grant:70008`.
+        reason: Option<String>,
+    },
+    /// 403 `tenant_not_allowed`.
+    #[error("tenant not allowed")]
+    TenantNotAllowed,
+    /// 503 `unavailable` with `Retry-After`.
+    #[error("{what} is unavailable")]
+    Unavailable {
+        /// Which dependency: "Entra ID", "Key Vault", "the database".
+        what: &'static str,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// 415 `unsupported_media_type`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 502 `upstream_error`.
+    #[error("{0}")]
+    Upstream(String),
+    /// 504 `upstream_timeout`.
+    #[error("{0}")]
+    UpstreamTimeout(String),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) | Self::PathNotAllowed(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidToken { .. } | Self::InteractionRequired { .. } => StatusCode::UNAUTHORIZED,
+            Self::InsufficientRole(_) | Self::InsufficientScope(_) | Self::TenantNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
+            Self::NotConnected | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ReauthRequired { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The machine code in the body's `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InteractionRequired { .. } => "interaction_required",
+            Self::InsufficientRole(_) => "insufficient_role",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::Internal(_) => "internal_error",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidToken { .. } => "invalid_token",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotConnected => "not_connected",
+            Self::NotFound => "not_found",
+            Self::PathNotAllowed(_) => "path_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::ReauthRequired { .. } => "reauth_required",
+            Self::TenantNotAllowed => "tenant_not_allowed",
+            Self::Unavailable { .. } => "unavailable",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Upstream(_) => "upstream_error",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::Internal(_) => "The service failed to handle the request.".into(),
+            Self::InteractionRequired { .. } => {
+                "Entra ID requires the user to sign in interactively (see claims).".into()
+            }
+            Self::NotConnected => "No token is held for this user; the user must run setup.".into(),
+            Self::MethodNotAllowed => "This endpoint does not support the method.".into(),
+            Self::NotFound => "No such endpoint.".into(),
+            Self::PayloadTooLarge => "The request body exceeds the limit of 256 KiB.".into(),
+            Self::TenantNotAllowed => "The tenant is not allowed to use this service.".into(),
+            Self::Unavailable { what, .. } => {
+                format!("{what} is throttled or unavailable; retry after the time given.")
+            }
+            other => other.to_string(),
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        self.status().canonical_reason().unwrap_or("Error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let Self::Internal(error) = &self {
+            tracing::error!(error = %format_chain(error.as_ref()), "request failed");
+        }
+        let mut body = json!({
+            "type": format!("https://obo-vault.dev/problems/{}", self.code()),
+            "title": self.title(),
+            "status": status.as_u16(),
+            "detail": self.detail(),
+            "error": self.code(),
+        });
+        match &self {
+            Self::InteractionRequired { claims: Some(claims) } => {
+                body["claims"] = json!(claims);
+            }
+            Self::ReauthRequired { reason: Some(reason) } => {
+                body["reason"] = json!(reason);
+            }
+            _ => {}
+        }
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(challenge) = self.challenge() {
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        if let Self::Unavailable { retry_after, .. } = &self {
+            let seconds = retry_after.as_secs().max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl ApiError {
+    fn challenge(&self) -> Option<String> {
+        use base64::Engine as _;
+        match self {
+            Self::InvalidToken { missing: true, .. } => Some("Bearer".into()),
+            Self::InvalidToken { detail, .. } => Some(format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                detail.replace(['"', '\\'], "'")
+            )),
+            Self::InsufficientScope(_) | Self::InsufficientRole(_) => {
+                Some("Bearer error=\"insufficient_scope\"".into())
+            }
+            Self::InteractionRequired { claims } => {
+                let mut value = "Bearer error=\"interaction_required\"".to_owned();
+                if let Some(claims) = claims {
+                    // Base64, as Entra-aware clients (MSAL) expect in a claims challenge.
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(claims);
+                    value.push_str(&format!(", claims=\"{encoded}\""));
+                }
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<FlowError> for ApiError {
+    fn from(error: FlowError) -> Self {
+        let unavailable = |what, retry_after: Option<Duration>, default: u64| Self::Unavailable {
+            what,
+            retry_after: retry_after.unwrap_or(Duration::from_secs(default)),
+        };
+        match error {
+            FlowError::Busy => unavailable("the user's token (another refresh is running)", None, 1),
+            FlowError::Crypto(_) => Self::Internal(anyhow::Error::new(error)),
+            FlowError::Downstream(DownstreamError::InvalidRequest(detail)) => Self::InvalidRequest(detail),
+            FlowError::Downstream(DownstreamError::PathNotAllowed(detail)) => Self::PathNotAllowed(detail),
+            FlowError::Downstream(DownstreamError::Timeout) => {
+                Self::UpstreamTimeout("the downstream API did not answer in time".into())
+            }
+            FlowError::Downstream(DownstreamError::Unreachable) => {
+                Self::Upstream("the downstream API is unreachable or answered unusably".into())
+            }
+            FlowError::Idp(IdpError::BadAssertion { .. }) => Self::InvalidToken {
+                detail: "Entra ID refused to exchange the token; sign in again".into(),
+                missing: false,
+            },
+            FlowError::Idp(IdpError::Misconfigured { error, code }) => {
+                tracing::error!(alert = true, entra.error = %error, entra.code = ?code, "Entra ID refused the service's own credentials or request: check the app registration");
+                Self::Upstream("Entra ID refused the service's request".into())
+            }
+            FlowError::Idp(IdpError::Protocol(why)) => {
+                tracing::error!(why = %why, "unexpected answer from Entra ID");
+                Self::Upstream("Entra ID answered unexpectedly".into())
+            }
+            FlowError::Idp(IdpError::Reauth { error, code, .. }) => Self::ReauthRequired {
+                reason: Some(code.map_or(error.clone(), |code| format!("{error}:{code}"))),
+            },
+            FlowError::Idp(IdpError::Throttled { retry_after }) => unavailable("Entra ID", retry_after, 5),
+            FlowError::Idp(IdpError::Timeout) => unavailable("Entra ID", None, 5),
+            FlowError::Idp(IdpError::Unavailable { retry_after }) => unavailable("Entra ID", retry_after, 5),
+            FlowError::InteractionRequired { claims } => Self::InteractionRequired { claims },
+            FlowError::Keys(KeyError::Throttled(retry_after)) => unavailable("Key Vault", retry_after, 5),
+            FlowError::Keys(KeyError::Unavailable) => unavailable("Key Vault", None, 5),
+            FlowError::Keys(error @ (KeyError::NotFound(_) | KeyError::Misconfigured(_))) => {
+                tracing::error!(alert = true, error = %error, "Key Vault key problem: an operator must act");
+                Self::Upstream("the encryption key is not available".into())
+            }
+            FlowError::NotConnected => Self::NotConnected,
+            FlowError::ReauthRequired { reason } => Self::ReauthRequired { reason },
+            FlowError::Store(StoreError::Unavailable(_)) => unavailable("the database", None, 2),
+            FlowError::Store(StoreError::Other(error)) => Self::Internal(error),
+            FlowError::TenantNotAllowed => Self::TenantNotAllowed,
+        }
+    }
+}
+
+/// Formats an error and its sources on one line, for logs.
+pub fn format_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(error: ApiError) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn problems_follow_the_contract() {
+        let (status, headers, body) = body_of(ApiError::Unavailable {
+            what: "Key Vault",
+            retry_after: Duration::from_secs(7),
+        })
+        .await;
+        assert_eq!(status, 503);
+        assert_eq!(headers[header::RETRY_AFTER], "7");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(body["error"], "unavailable");
+        assert_eq!(body["status"], 503);
+        for key in ["type", "title", "detail"] {
+            assert!(body[key].is_string(), "{key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_errors_are_opaque() {
+        let (status, _, body) =
+            body_of(ApiError::Internal(anyhow::anyhow!("secret internals at db:5432"))).await;
+        assert_eq!(status, 500);
+        assert!(!body.to_string().contains("db:5432"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_token_gets_the_bare_challenge() {
+        let (_, headers, body) = body_of(ApiError::InvalidToken {
+            detail: "missing bearer token".into(),
+            missing: true,
+        })
+        .await;
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(body["error"], "invalid_token");
+        let (_, headers, _) = body_of(ApiError::InvalidToken {
+            detail: "the token has expired".into(),
+            missing: false,
+        })
+        .await;
+        assert!(headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_token\""));
+    }
+}

@@ -1,0 +1,24 @@
+//! obo-vault keeps users' Entra ID refresh tokens in custody so that trusted workloads can call
+//! an API on behalf of users who are offline, without the token ever leaving the service.
+//!
+//! Data flow: [`http`] (the Functions custom-handler protocol) → [`usecase`] (setup, do-work,
+//! refresh-tokens) → [`idp`] (Entra), [`keys`] (Key Vault), [`crypto`] (AES-256-GCM sealing),
+//! [`store`] (Postgres or SQLite), [`downstream`] (the API called on the user's behalf).
+//! [`app`] builds everything once from [`config`]; [`startup`] serves it; [`cli`] adds the
+//! operator commands.
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod downstream;
+pub mod http;
+pub mod idp;
+pub mod keys;
+pub mod outbound;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod usecase;

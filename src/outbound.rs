@@ -1,0 +1,27 @@
+//! The one way this service builds outbound HTTPS clients: rustls with the system roots plus
+//! `OBOVAULT_EXTRA_CA_CERTS`, redirects off (a token request must never follow a redirect),
+//! timeouts always set.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+/// Builds a client trusting the system roots and the CAs in `extra_ca_certs`.
+pub fn client(extra_ca_certs: Option<&Path>, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("obo-vault/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10).min(timeout))
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .https_only(true);
+    if let Some(path) = extra_ca_certs {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("OBOVAULT_EXTRA_CA_CERTS: cannot read {}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .context("OBOVAULT_EXTRA_CA_CERTS: not a PEM certificate bundle")?;
+        builder = builder.tls_certs_merge(certificates);
+    }
+    builder.build().context("Failed to build the HTTPS client")
+}

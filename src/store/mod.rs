@@ -1,0 +1,331 @@
+//! Persistence of sealed refresh tokens: one trait, a Postgres and a SQLite adapter.
+//!
+//! The store only ever sees sealed bytes. Every write that replaces a token is a
+//! compare-and-set on the row's `revision`, and work on a row across instances is serialised
+//! by a short lease (`lease_owner`, `lease_until`) that is never held inside a transaction.
+
+#[cfg(test)]
+mod contract_tests;
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod plan_tests;
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::{TokenStatus, UserKey};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// A stored row of `user_tokens`.
+#[derive(Clone, Debug)]
+pub struct TokenRecord {
+    /// (`tenant_id`, `user_id`), the primary key.
+    pub key: UserKey,
+    /// The sealed refresh token (see `crypto`).
+    pub sealed_refresh_token: Vec<u8>,
+    /// Key Vault secret name of the key that sealed it.
+    pub key_name: String,
+    /// Key Vault secret version of the key that sealed it.
+    pub key_version: String,
+    /// Whether the grant still works.
+    pub status: TokenStatus,
+    /// Entra's error code when `status` is `reauth_required`.
+    pub status_reason: Option<String>,
+    /// Space-separated scopes granted to the downstream API.
+    pub scopes: String,
+    /// First connection of the user.
+    pub created_at: DateTime<Utc>,
+    /// Last time the grant was obtained or redeemed at Entra.
+    pub refreshed_at: DateTime<Utc>,
+    /// Incremented by every write of the token; the compare-and-set guard.
+    pub revision: i64,
+    /// The instance working on the row, while `lease_until` is in the future.
+    pub lease_owner: Option<String>,
+    /// End of the current lease.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Transient failures since the last success (timer back-off).
+    pub failure_count: i32,
+    /// The timer does not pick the row before this time.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Machine code of the last failure, for operators.
+    pub last_error: Option<String>,
+}
+
+/// A freshly sealed refresh token and the key that sealed it.
+#[derive(Clone, Debug)]
+pub struct SealedGrant {
+    /// The sealed bytes.
+    pub sealed_refresh_token: Vec<u8>,
+    /// Key Vault secret name.
+    pub key_name: String,
+    /// Key Vault secret version.
+    pub key_version: String,
+}
+
+/// The result of `connect`.
+#[derive(Debug)]
+pub struct Connected {
+    /// The row as stored now.
+    pub record: TokenRecord,
+    /// `true` when the row did not exist before.
+    pub created: bool,
+}
+
+/// The result of trying to take a row's lease.
+#[derive(Debug)]
+pub enum LeaseAttempt {
+    /// The lease is ours; the row as read while taking it.
+    Acquired(TokenRecord),
+    /// Another owner holds the lease until the given time.
+    Held(DateTime<Utc>),
+    /// There is no such row.
+    Missing,
+    /// The row exists but is not `active`.
+    NotActive(TokenRecord),
+}
+
+/// Who holds a lease and until when.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// Unique per process (and per run for the timer).
+    pub owner: String,
+    /// The lease ends here even if its owner dies.
+    pub until: DateTime<Utc>,
+}
+
+/// What the timer asks for when it claims a batch of due rows of one key.
+#[derive(Clone, Debug)]
+pub struct DueClaim {
+    /// Only rows sealed under this key name.
+    pub key_name: String,
+    /// Rows on any other version are due for a re-seal.
+    pub latest_version: String,
+    /// Rows refreshed before this are due for a refresh.
+    pub refreshed_before: DateTime<Utc>,
+    /// Now, for lease and back-off comparisons.
+    pub now: DateTime<Utc>,
+    /// The lease stamped on claimed rows.
+    pub lease: Lease,
+    /// At most this many rows.
+    pub limit: i64,
+}
+
+/// One act on behalf of a user, kept so the user can see who acted for them.
+#[derive(Clone, Debug)]
+pub struct AccessRecord {
+    /// Whose token was used.
+    pub key: UserKey,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The workload's app id (`azp`/`appid`).
+    pub caller_app_id: String,
+    /// Downstream method.
+    pub method: String,
+    /// Downstream path (no query).
+    pub path: String,
+    /// Downstream status, if the call was made.
+    pub downstream_status: Option<i32>,
+    /// Whether this call redeemed the refresh token.
+    pub refreshed: bool,
+}
+
+/// Counts for the operator `status` command.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StatusReport {
+    /// Rows per status.
+    pub by_status: Vec<(String, i64)>,
+    /// Rows per (key name, key version), whatever their status.
+    pub by_key_version: Vec<KeyVersionCount>,
+    /// Oldest `refreshed_at` among active rows.
+    pub oldest_refreshed_at: Option<DateTime<Utc>>,
+    /// Rows whose lease is still running.
+    pub leased: i64,
+    /// Active rows in back-off after a failure.
+    pub backing_off: i64,
+}
+
+/// Rows sealed under one key version.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyVersionCount {
+    /// Key Vault secret name.
+    pub key_name: String,
+    /// Key Vault secret version.
+    pub key_version: String,
+    /// Number of rows.
+    pub rows: i64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is unreachable, restarting, or out of connections; retry later.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else: a bug or a broken schema.
+    #[error("database operation failed")]
+    Other(#[source] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => Self::Unavailable(error),
+            sqlx::Error::Database(db) if is_transient_database_error(db.as_ref()) => {
+                Self::Unavailable(error)
+            }
+            _ => Self::Other(anyhow::Error::new(error)),
+        }
+    }
+}
+
+/// A failed migration is `Unavailable` only when the database could not be reached.
+fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
+    match error {
+        sqlx::migrate::MigrateError::Execute(error) => StoreError::from(error),
+        other => StoreError::Other(anyhow::Error::new(other).context("database migration failed")),
+    }
+}
+
+/// Opens the database named by `url` (`postgres://…`, `postgresql://…` or `sqlite:…`), runs
+/// that backend's embedded migrations, and returns the store.
+///
+/// Errors never quote the URL: it may carry a password.
+pub async fn connect(url: &SecretString) -> Result<Arc<dyn TokenStore>, StoreError> {
+    let raw = url.expose_secret();
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else if raw.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "the database URL must start with postgres://, postgresql:// or sqlite:"
+        )))
+    }
+}
+
+fn is_transient_database_error(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = error.code();
+    let code = code.as_deref().unwrap_or_default();
+    // Postgres: 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now,
+    // 08xxx connection exceptions, 40001/40P01 serialization/deadlock.
+    // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (and their extended codes).
+    code.starts_with("57P")
+        || code.starts_with("08")
+        || code == "40001"
+        || code == "40P01"
+        || code == "5"
+        || code == "6"
+        || code.starts_with("517")
+        || code.starts_with("261")
+}
+
+/// Storage of sealed refresh tokens. All methods are safe to call concurrently from several
+/// processes sharing one database.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Inserts the user's row, or replaces its token after a new setup: status `active`,
+    /// failures and lease cleared, `refreshed_at = now`, `revision` incremented.
+    /// `created_at` is kept when the row existed.
+    async fn connect(
+        &self,
+        key: &UserKey,
+        grant: &SealedGrant,
+        scopes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Connected, StoreError>;
+
+    /// Reads one row.
+    async fn find(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Removes the row and its access history; `true` if a row existed.
+    async fn delete(&self, key: &UserKey) -> Result<bool, StoreError>;
+
+    /// Takes the row's lease if it is free (or already ours) and the row is active; returns
+    /// the row as read while taking it, so the caller uses the newest token.
+    async fn acquire_lease(
+        &self,
+        key: &UserKey,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<LeaseAttempt, StoreError>;
+
+    /// Gives the lease back if `owner` still holds it.
+    async fn release_lease(&self, key: &UserKey, owner: &str) -> Result<(), StoreError>;
+
+    /// Compare-and-set after a successful redeem: stores `grant`, sets `refreshed_at = now`,
+    /// clears failures and (if held by `owner`) the lease, increments `revision`.
+    /// Returns `false` and changes nothing when the revision moved on or the row is gone.
+    async fn save_refreshed(
+        &self,
+        key: &UserKey,
+        expected_revision: i64,
+        grant: &SealedGrant,
+        now: DateTime<Utc>,
+        owner: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Compare-and-set after a re-seal under a newer key: like `save_refreshed` but keeps
+    /// `refreshed_at` and the failure bookkeeping.
+    async fn save_resealed(
+        &self,
+        key: &UserKey,
+        expected_revision: i64,
+        grant: &SealedGrant,
+        owner: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Compare-and-set to `reauth_required` with Entra's error code; keeps the sealed token
+    /// and releases the lease. Returns `false` when the revision moved on.
+    async fn mark_reauth_required(
+        &self,
+        key: &UserKey,
+        expected_revision: i64,
+        reason: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Records a transient failure: increments `failure_count`, stores the error code and the
+    /// back-off time, releases the lease held by `owner`. Leaves the token untouched.
+    async fn record_failure(
+        &self,
+        key: &UserKey,
+        owner: &str,
+        error_code: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Distinct key names of active rows (one Key Vault secret per tenant).
+    async fn key_names(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Claims up to `limit` due rows of one key by stamping the lease on them in the claiming
+    /// statement itself; rows leased by someone else, in back-off, or not active are skipped.
+    async fn claim_due(&self, claim: &DueClaim) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Appends access records and keeps only the newest `keep` per user.
+    async fn record_accesses(&self, records: &[AccessRecord], keep: i64)
+        -> Result<(), StoreError>;
+
+    /// The newest `limit` access records of a user, newest first.
+    async fn recent_accesses(
+        &self,
+        key: &UserKey,
+        limit: i64,
+    ) -> Result<Vec<AccessRecord>, StoreError>;
+
+    /// Counts for operators.
+    async fn status_report(&self, now: DateTime<Utc>) -> Result<StatusReport, StoreError>;
+}

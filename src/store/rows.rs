@@ -1,0 +1,138 @@
+//! Row shapes and decisions shared by both adapters.
+//!
+//! The adapters differ only in how a timestamp is stored (`timestamptz` in Postgres, fixed-width
+//! UTC text in SQLite), so the raw rows are generic over the timestamp type and each adapter
+//! passes its conversion.
+
+use chrono::{DateTime, Utc};
+
+use super::{AccessRecord, LeaseAttempt, StoreError, TokenRecord};
+use crate::domain::{TenantId, TokenStatus, UserId, UserKey};
+
+/// A `user_tokens` row as the driver decodes it; `Ts` is the column type of timestamps.
+#[derive(sqlx::FromRow)]
+pub(super) struct RawRecord<Ts> {
+    tenant_id: String,
+    user_id: String,
+    sealed_refresh_token: Vec<u8>,
+    key_name: String,
+    key_version: String,
+    status: String,
+    status_reason: Option<String>,
+    scopes: String,
+    created_at: Ts,
+    refreshed_at: Ts,
+    revision: i64,
+    lease_owner: Option<String>,
+    lease_until: Option<Ts>,
+    failure_count: i32,
+    next_attempt_at: Option<Ts>,
+    last_error: Option<String>,
+}
+
+impl<Ts> RawRecord<Ts> {
+    /// Checks the ids and converts the timestamps with `time`.
+    pub(super) fn into_record(
+        self,
+        time: impl Fn(Ts) -> Result<DateTime<Utc>, StoreError>,
+    ) -> Result<TokenRecord, StoreError> {
+        Ok(TokenRecord {
+            key: user_key(&self.tenant_id, &self.user_id)?,
+            sealed_refresh_token: self.sealed_refresh_token,
+            key_name: self.key_name,
+            key_version: self.key_version,
+            status: TokenStatus::from_column(&self.status),
+            status_reason: self.status_reason,
+            scopes: self.scopes,
+            created_at: time(self.created_at)?,
+            refreshed_at: time(self.refreshed_at)?,
+            revision: self.revision,
+            lease_owner: self.lease_owner,
+            lease_until: self.lease_until.map(&time).transpose()?,
+            failure_count: self.failure_count,
+            next_attempt_at: self.next_attempt_at.map(&time).transpose()?,
+            last_error: self.last_error,
+        })
+    }
+}
+
+/// A `user_token_accesses` row as the driver decodes it.
+#[derive(sqlx::FromRow)]
+pub(super) struct RawAccess<Ts> {
+    tenant_id: String,
+    user_id: String,
+    at: Ts,
+    caller_app_id: String,
+    method: String,
+    path: String,
+    downstream_status: Option<i32>,
+    refreshed: bool,
+}
+
+impl<Ts> RawAccess<Ts> {
+    /// Checks the ids and converts the timestamp with `time`.
+    pub(super) fn into_access(
+        self,
+        time: impl Fn(Ts) -> Result<DateTime<Utc>, StoreError>,
+    ) -> Result<AccessRecord, StoreError> {
+        Ok(AccessRecord {
+            key: user_key(&self.tenant_id, &self.user_id)?,
+            at: time(self.at)?,
+            caller_app_id: self.caller_app_id,
+            method: self.method,
+            path: self.path,
+            downstream_status: self.downstream_status,
+            refreshed: self.refreshed,
+        })
+    }
+}
+
+/// Ids are only ever written from parsed values, so a bad one means a corrupted row.
+fn user_key(tenant_id: &str, user_id: &str) -> Result<UserKey, StoreError> {
+    let corrupt = |error| StoreError::Other(anyhow::Error::new(error).context("corrupt row id"));
+    Ok(UserKey {
+        tenant_id: TenantId::parse(tenant_id).map_err(corrupt)?,
+        user_id: UserId::parse(user_id).map_err(corrupt)?,
+    })
+}
+
+/// Explains why the lease `UPDATE` matched no row, from the row read right after it.
+/// `None` means the lease looks free now (it was released in between): try again.
+pub(super) fn refused_lease(
+    row: Option<TokenRecord>,
+    owner: &str,
+    now: DateTime<Utc>,
+) -> Option<LeaseAttempt> {
+    let Some(row) = row else {
+        return Some(LeaseAttempt::Missing);
+    };
+    if row.status != TokenStatus::Active {
+        return Some(LeaseAttempt::NotActive(row));
+    }
+    match (&row.lease_owner, row.lease_until) {
+        (Some(holder), Some(until)) if holder != owner && until >= now => {
+            Some(LeaseAttempt::Held(until))
+        }
+        _ => None,
+    }
+}
+
+/// How often `acquire_lease` retries when the lease was freed between its update and read.
+pub(super) const LEASE_ATTEMPTS: usize = 3;
+
+/// The distinct users among `records`, in first-seen order, for the per-user history trim.
+pub(super) fn distinct_users(records: &[AccessRecord]) -> Vec<&UserKey> {
+    let mut users: Vec<&UserKey> = Vec::new();
+    for record in records {
+        if !users.contains(&&record.key) {
+            users.push(&record.key);
+        }
+    }
+    users
+}
+
+impl From<(String, String, i64)> for super::KeyVersionCount {
+    fn from((key_name, key_version, rows): (String, String, i64)) -> Self {
+        Self { key_name, key_version, rows }
+    }
+}

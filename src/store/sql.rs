@@ -1,0 +1,213 @@
+//! The statements of both adapters. They are written once in the SQL both Postgres and SQLite
+//! (3.35+, bundled with sqlx) understand; only the claim and the history trim differ.
+//! Parameters: `$1` tenant id and `$2` user id wherever a single row is addressed. In SQLite
+//! timestamps are bound as fixed-width UTC text, so the same comparisons order by time.
+
+pub(super) const INSERT_OR_RECONNECT: &str = "
+    INSERT INTO user_tokens (tenant_id, user_id, sealed_refresh_token, key_name, key_version,
+                             status, scopes, created_at, refreshed_at)
+    VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)
+    ON CONFLICT (tenant_id, user_id) DO UPDATE SET
+        sealed_refresh_token = EXCLUDED.sealed_refresh_token,
+        key_name = EXCLUDED.key_name,
+        key_version = EXCLUDED.key_version,
+        status = 'active',
+        status_reason = NULL,
+        scopes = EXCLUDED.scopes,
+        refreshed_at = EXCLUDED.refreshed_at,
+        revision = user_tokens.revision + 1,
+        lease_owner = NULL,
+        lease_until = NULL,
+        failure_count = 0,
+        next_attempt_at = NULL,
+        last_error = NULL
+    RETURNING *";
+
+pub(super) const FIND: &str = "SELECT * FROM user_tokens WHERE tenant_id = $1 AND user_id = $2";
+
+pub(super) const DELETE: &str = "DELETE FROM user_tokens WHERE tenant_id = $1 AND user_id = $2";
+
+/// `$3` owner, `$4` until, `$5` now. Our own lease may be extended.
+pub(super) const ACQUIRE_LEASE: &str = "
+    UPDATE user_tokens SET lease_owner = $3, lease_until = $4
+    WHERE tenant_id = $1 AND user_id = $2 AND status = 'active'
+      AND (lease_until IS NULL OR lease_until < $5 OR lease_owner = $3)
+    RETURNING *";
+
+/// `$3` owner.
+pub(super) const RELEASE_LEASE: &str = "
+    UPDATE user_tokens SET lease_owner = NULL, lease_until = NULL
+    WHERE tenant_id = $1 AND user_id = $2 AND lease_owner = $3";
+
+/// `$3` expected revision, `$4`..`$6` grant, `$7` now, `$8` owner. The CASEs read the old
+/// `lease_owner`: only our own lease is released.
+pub(super) const SAVE_REFRESHED: &str = "
+    UPDATE user_tokens SET
+        sealed_refresh_token = $4, key_name = $5, key_version = $6, refreshed_at = $7,
+        revision = revision + 1,
+        failure_count = 0, next_attempt_at = NULL, last_error = NULL,
+        lease_owner = CASE WHEN lease_owner = $8 THEN NULL ELSE lease_owner END,
+        lease_until = CASE WHEN lease_owner = $8 THEN NULL ELSE lease_until END
+    WHERE tenant_id = $1 AND user_id = $2 AND revision = $3";
+
+/// `$3` expected revision, `$4`..`$6` grant, `$7` owner.
+pub(super) const SAVE_RESEALED: &str = "
+    UPDATE user_tokens SET
+        sealed_refresh_token = $4, key_name = $5, key_version = $6,
+        revision = revision + 1,
+        lease_owner = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_owner END,
+        lease_until = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_until END
+    WHERE tenant_id = $1 AND user_id = $2 AND revision = $3";
+
+/// `$3` expected revision, `$4` reason, `$5` owner. The sealed token stays.
+pub(super) const MARK_REAUTH_REQUIRED: &str = "
+    UPDATE user_tokens SET
+        status = 'reauth_required', status_reason = $4,
+        revision = revision + 1,
+        lease_owner = CASE WHEN lease_owner = $5 THEN NULL ELSE lease_owner END,
+        lease_until = CASE WHEN lease_owner = $5 THEN NULL ELSE lease_until END
+    WHERE tenant_id = $1 AND user_id = $2 AND revision = $3";
+
+/// `$3` owner, `$4` error code, `$5` next attempt. No revision change: the token is untouched.
+pub(super) const RECORD_FAILURE: &str = "
+    UPDATE user_tokens SET
+        failure_count = failure_count + 1, last_error = $4, next_attempt_at = $5,
+        lease_owner = CASE WHEN lease_owner = $3 THEN NULL ELSE lease_owner END,
+        lease_until = CASE WHEN lease_owner = $3 THEN NULL ELSE lease_until END
+    WHERE tenant_id = $1 AND user_id = $2";
+
+pub(super) const KEY_NAMES: &str =
+    "SELECT DISTINCT key_name FROM user_tokens WHERE status = 'active' ORDER BY key_name";
+
+/// `$1` key name, `$2` refreshed before, `$3` latest version, `$4` now, `$5` owner, `$6` until,
+/// `$7` limit.
+///
+/// Three index range scans, each stopping after `$7` free rows: due by age (oldest first), and
+/// on a version sorting below or above the latest (`<>` cannot use an index). The union is cut
+/// to the `$7` oldest and leased in this statement. `FOR UPDATE SKIP LOCKED` makes a concurrent
+/// claimer skip rows being claimed here; once we commit, its re-check sees our lease. Row locks
+/// end with the statement: nothing stays locked while the timer calls Entra.
+pub(super) const CLAIM_DUE_POSTGRES: &str = "
+    WITH by_age AS (
+        SELECT tenant_id, user_id, refreshed_at FROM user_tokens
+        WHERE key_name = $1 AND status = 'active' AND refreshed_at < $2
+          AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
+          AND (lease_until IS NULL OR lease_until < $4)
+        ORDER BY refreshed_at
+        LIMIT $7
+        FOR UPDATE SKIP LOCKED
+    ), below_latest AS (
+        SELECT tenant_id, user_id, refreshed_at FROM user_tokens
+        WHERE key_name = $1 AND status = 'active' AND key_version < $3
+          AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
+          AND (lease_until IS NULL OR lease_until < $4)
+        ORDER BY key_version, refreshed_at
+        LIMIT $7
+        FOR UPDATE SKIP LOCKED
+    ), above_latest AS (
+        SELECT tenant_id, user_id, refreshed_at FROM user_tokens
+        WHERE key_name = $1 AND status = 'active' AND key_version > $3
+          AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
+          AND (lease_until IS NULL OR lease_until < $4)
+        ORDER BY key_version, refreshed_at
+        LIMIT $7
+        FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT tenant_id, user_id FROM (
+            SELECT * FROM by_age UNION SELECT * FROM below_latest UNION SELECT * FROM above_latest
+        ) AS due
+        ORDER BY refreshed_at
+        LIMIT $7
+    )
+    UPDATE user_tokens AS t SET lease_owner = $5, lease_until = $6
+    FROM picked
+    WHERE t.tenant_id = picked.tenant_id AND t.user_id = picked.user_id
+    RETURNING t.*";
+
+/// Parameters as in [`CLAIM_DUE_POSTGRES`], same three index range scans. SQLite runs one writer
+/// at a time, so the single statement is the whole claim; no row lock exists or is needed.
+/// `INDEXED BY` pins the plan: with skewed statistics SQLite was seen to read the age branch
+/// through the key-version index and sort the whole key, and it errors rather than ignoring
+/// an index that cannot serve the query.
+pub(super) const CLAIM_DUE_SQLITE: &str = "
+    UPDATE user_tokens SET lease_owner = $5, lease_until = $6
+    WHERE rowid IN (
+        SELECT id FROM (
+            SELECT id, refreshed_at FROM (
+                SELECT rowid AS id, refreshed_at FROM user_tokens INDEXED BY user_tokens_due_by_age
+                WHERE key_name = $1 AND status = 'active' AND refreshed_at < $2
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
+                  AND (lease_until IS NULL OR lease_until < $4)
+                ORDER BY refreshed_at
+                LIMIT $7
+            )
+            UNION
+            SELECT id, refreshed_at FROM (
+                SELECT rowid AS id, refreshed_at FROM user_tokens INDEXED BY user_tokens_due_by_key
+                WHERE key_name = $1 AND status = 'active' AND key_version < $3
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
+                  AND (lease_until IS NULL OR lease_until < $4)
+                ORDER BY key_version, refreshed_at
+                LIMIT $7
+            )
+            UNION
+            SELECT id, refreshed_at FROM (
+                SELECT rowid AS id, refreshed_at FROM user_tokens INDEXED BY user_tokens_due_by_key
+                WHERE key_name = $1 AND status = 'active' AND key_version > $3
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
+                  AND (lease_until IS NULL OR lease_until < $4)
+                ORDER BY key_version, refreshed_at
+                LIMIT $7
+            )
+        )
+        ORDER BY refreshed_at
+        LIMIT $7
+    )
+    RETURNING *";
+
+/// `$3` at, `$4` caller, `$5` method, `$6` path, `$7` downstream status, `$8` refreshed.
+/// A user deleted meanwhile gets no history instead of a foreign-key error.
+pub(super) const INSERT_ACCESS: &str = "
+    INSERT INTO user_token_accesses
+        (tenant_id, user_id, at, caller_app_id, method, path, downstream_status, refreshed)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8
+    WHERE EXISTS (SELECT 1 FROM user_tokens WHERE tenant_id = $1 AND user_id = $2)";
+
+/// `$3` how many to keep.
+pub(super) const TRIM_ACCESSES_POSTGRES: &str = "
+    DELETE FROM user_token_accesses WHERE id IN (
+        SELECT id FROM user_token_accesses
+        WHERE tenant_id = $1 AND user_id = $2
+        ORDER BY at DESC, id DESC
+        OFFSET $3
+    )";
+
+/// `$3` how many to keep (SQLite wants a LIMIT before an OFFSET).
+pub(super) const TRIM_ACCESSES_SQLITE: &str = "
+    DELETE FROM user_token_accesses WHERE id IN (
+        SELECT id FROM user_token_accesses
+        WHERE tenant_id = $1 AND user_id = $2
+        ORDER BY at DESC, id DESC
+        LIMIT -1 OFFSET $3
+    )";
+
+/// `$3` limit.
+pub(super) const RECENT_ACCESSES: &str = "
+    SELECT * FROM user_token_accesses
+    WHERE tenant_id = $1 AND user_id = $2
+    ORDER BY at DESC, id DESC
+    LIMIT $3";
+
+pub(super) const COUNT_BY_STATUS: &str =
+    "SELECT status, count(*) AS n FROM user_tokens GROUP BY status ORDER BY status";
+
+pub(super) const COUNT_BY_KEY_VERSION: &str = "
+    SELECT key_name, key_version, count(*) AS n FROM user_tokens
+    GROUP BY key_name, key_version ORDER BY key_name, key_version";
+
+/// `$1` now.
+pub(super) const SUMMARY: &str = "
+    SELECT min(refreshed_at) FILTER (WHERE status = 'active') AS oldest,
+           count(*) FILTER (WHERE lease_until > $1) AS leased,
+           count(*) FILTER (WHERE status = 'active' AND next_attempt_at > $1) AS backing_off
+    FROM user_tokens";

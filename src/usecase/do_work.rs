@@ -1,0 +1,189 @@
+//! do-work: act for a connected user. The row is read on every call (a disconnected or dead
+//! grant is never used, even with a cached token); on a cache miss one refresh per user runs
+//! under the row's lease, and the new refresh token is sealed and saved concurrently with the
+//! downstream call. The answer waits for both, because a process frozen after answering would
+//! lose the new token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::access_tokens::CachedAccessToken;
+use super::{custody, FlowError};
+use crate::app::App;
+use crate::domain::{TokenStatus, UserKey};
+use crate::downstream::{DownstreamRequest, DownstreamResponse};
+use crate::idp::IdpError;
+use crate::store::{AccessRecord, Lease, LeaseAttempt, TokenRecord};
+
+/// How long a call waits for another instance's lease on the user's row.
+const LEASE_WAIT: Duration = Duration::from_secs(20);
+
+/// What do-work did.
+#[derive(Debug)]
+pub struct WorkDone {
+    /// The downstream answer.
+    pub response: DownstreamResponse,
+    /// Whether this call redeemed the refresh token.
+    pub refreshed: bool,
+}
+
+type PendingSave = JoinHandle<Result<bool, FlowError>>;
+
+/// Calls the downstream API for `owner` on behalf of the workload `caller_app_id`.
+#[tracing::instrument(skip_all, fields(tenant.id = %owner.tenant_id, user.id = %owner.user_id))]
+pub async fn do_work(
+    app: &Arc<App>,
+    owner: &UserKey,
+    request: &DownstreamRequest,
+    caller_app_id: &str,
+) -> Result<WorkDone, FlowError> {
+    if !app.entra_settings.allowed_tenants.allows(&owner.tenant_id) {
+        return Err(FlowError::TenantNotAllowed);
+    }
+    let row = app.store.find(owner).await?.ok_or(FlowError::NotConnected)?;
+    if row.status != TokenStatus::Active {
+        return Err(FlowError::ReauthRequired { reason: row.status_reason });
+    }
+    let (save_sender, save_receiver) = oneshot::channel::<PendingSave>();
+    let token = app
+        .access_tokens
+        .get_or_refresh(owner, refresh(app.clone(), owner.clone(), save_sender))
+        .await
+        .map_err(unshare)?;
+    let pending_save = save_receiver.await.ok();
+    let refreshed = pending_save.is_some();
+    let (response, saved) = tokio::join!(app.downstream.call(request, token.token()), async {
+        match pending_save {
+            Some(handle) => Some(handle.await),
+            None => None,
+        }
+    });
+    match saved {
+        Some(Ok(Ok(true))) | None => {}
+        Some(Ok(Ok(false))) => {
+            tracing::info!("the row changed while refreshing; the newer token was kept")
+        }
+        // The previous refresh token is still on the row and Entra keeps it valid, so nothing
+        // is lost; the next refresh rotates again.
+        Some(Ok(Err(error))) => tracing::error!(alert = true, error = %error, "failed to save the rotated refresh token"),
+        Some(Err(error)) => tracing::error!(alert = true, error = %error, "the save task failed"),
+    }
+    let response = response?;
+    if response.status == 401 {
+        // The downstream API no longer accepts the token (revoked session, CAE): forget it.
+        app.access_tokens.invalidate(owner).await;
+    }
+    app.audit.record(AccessRecord {
+        key: owner.clone(),
+        at: Utc::now(),
+        caller_app_id: caller_app_id.to_owned(),
+        method: request.method().to_owned(),
+        path: request.path().to_owned(),
+        downstream_status: Some(i32::from(response.status)),
+        refreshed,
+    });
+    Ok(WorkDone { response, refreshed })
+}
+
+/// The cache-miss path: lease, re-read, redeem, then hand the save to a task of its own so it
+/// completes even if the caller goes away.
+async fn refresh(app: Arc<App>, owner: UserKey, save_sender: oneshot::Sender<PendingSave>) -> Result<Arc<CachedAccessToken>, FlowError> {
+    let row = acquire_lease(&app, &owner).await?;
+    let lease_owner = app.instance_id.clone();
+    let stored = match custody::open_stored(&app, &row).await {
+        Ok(token) => token,
+        Err(error) => {
+            release(&app, &owner).await;
+            return Err(error);
+        }
+    };
+    let (set, next) = match custody::redeem(&app, &owner, stored).await {
+        Ok(redeemed) => redeemed,
+        Err(FlowError::Idp(IdpError::Reauth { error, code, .. })) => {
+            let reason = code.map_or(error.clone(), |code| format!("{error}:{code}"));
+            tracing::warn!(reason = %reason, "the stored grant is dead; marking reauth_required");
+            app.store.mark_reauth_required(&owner, row.revision, &reason, &lease_owner).await?;
+            app.access_tokens.invalidate(&owner).await;
+            return Err(FlowError::ReauthRequired { reason: Some(reason) });
+        }
+        Err(error) => {
+            release(&app, &owner).await;
+            return Err(error);
+        }
+    };
+    let save_app = app.clone();
+    let handle = tokio::spawn(async move {
+        let key = custody::latest_key(&save_app, &owner).await;
+        let grant = key.and_then(|key| custody::seal_with(&key, &owner, &next));
+        match grant {
+            Ok(grant) => custody::save_refreshed(&save_app, &row, &grant, &lease_owner).await,
+            Err(error) => {
+                release(&save_app, &owner).await;
+                Err(error)
+            }
+        }
+    });
+    // The receiver only disappears if the caller was cancelled; the task still saves.
+    let _ = save_sender.send(handle);
+    Ok(Arc::new(CachedAccessToken::new(set.access_token, set.expires_in)))
+}
+
+async fn acquire_lease(app: &App, owner: &UserKey) -> Result<TokenRecord, FlowError> {
+    let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+    let mut pause = Duration::from_millis(25);
+    loop {
+        let now = Utc::now();
+        let lease = Lease {
+            owner: app.instance_id.clone(),
+            until: now + app.lease,
+        };
+        match app.store.acquire_lease(owner, &lease, now).await? {
+            LeaseAttempt::Acquired(row) => return Ok(row),
+            LeaseAttempt::Missing => return Err(FlowError::NotConnected),
+            LeaseAttempt::NotActive(row) => {
+                return Err(FlowError::ReauthRequired { reason: row.status_reason })
+            }
+            LeaseAttempt::Held(_) if tokio::time::Instant::now() + pause > deadline => {
+                return Err(FlowError::Busy)
+            }
+            LeaseAttempt::Held(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+async fn release(app: &App, owner: &UserKey) {
+    if let Err(error) = app.store.release_lease(owner, &app.instance_id).await {
+        // The lease ends by itself; this only delays the next attempt.
+        tracing::warn!(error = %error, "failed to release a lease");
+    }
+}
+
+/// Errors from a coalesced refresh are shared between waiters; re-create an owned one.
+fn unshare(error: Arc<FlowError>) -> FlowError {
+    Arc::try_unwrap(error).unwrap_or_else(|shared| shared_copy(&shared))
+}
+
+fn shared_copy(error: &FlowError) -> FlowError {
+    match error {
+        FlowError::Busy => FlowError::Busy,
+        FlowError::NotConnected => FlowError::NotConnected,
+        FlowError::ReauthRequired { reason } => FlowError::ReauthRequired { reason: reason.clone() },
+        FlowError::TenantNotAllowed => FlowError::TenantNotAllowed,
+        FlowError::Crypto(error) => FlowError::Crypto(error.clone()),
+        FlowError::Keys(error) => FlowError::Keys(error.clone()),
+        FlowError::Idp(IdpError::Throttled { retry_after }) => FlowError::Idp(IdpError::Throttled { retry_after: *retry_after }),
+        FlowError::Idp(IdpError::Unavailable { retry_after }) => FlowError::Idp(IdpError::Unavailable { retry_after: *retry_after }),
+        FlowError::Idp(IdpError::Timeout) => FlowError::Idp(IdpError::Timeout),
+        FlowError::Store(crate::store::StoreError::Unavailable(_)) => FlowError::Store(
+            crate::store::StoreError::Unavailable(sqlx::Error::PoolTimedOut),
+        ),
+        other => FlowError::Idp(IdpError::Protocol(format!("shared failure: {other}"))),
+    }
+}

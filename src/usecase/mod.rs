@@ -1,0 +1,55 @@
+//! The three flows as plain async functions over [`App`](crate::app::App): no HTTP types here,
+//! so the forwarded requests, the JSON invocations and the operator CLI share them.
+
+pub mod access_tokens;
+mod custody;
+pub mod do_work;
+pub mod refresh_all;
+pub mod setup;
+
+use crate::crypto::CryptoError;
+use crate::downstream::DownstreamError;
+use crate::idp::IdpError;
+use crate::keys::KeyError;
+use crate::store::StoreError;
+
+/// Why a flow failed; `http::problem` maps each variant to its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// Another instance held the user's lease for longer than we wait.
+    #[error("another instance is refreshing this user's token")]
+    Busy,
+    /// A stored value does not open (corruption or a key mix-up): an operator must look.
+    #[error("a stored token does not open")]
+    Crypto(#[from] CryptoError),
+    /// The downstream call failed or was refused.
+    #[error(transparent)]
+    Downstream(#[from] DownstreamError),
+    /// Entra refused or failed.
+    #[error("Entra ID: {0}")]
+    Idp(#[from] IdpError),
+    /// Setup only: Entra wants the user to interact (MFA, consent, policy).
+    #[error("Entra ID requires interaction")]
+    InteractionRequired {
+        /// Entra's claims challenge.
+        claims: Option<String>,
+    },
+    /// Key Vault failed.
+    #[error("Key Vault: {0}")]
+    Keys(#[from] KeyError),
+    /// There is no row for the user.
+    #[error("the user is not connected")]
+    NotConnected,
+    /// The stored grant is dead.
+    #[error("the user must run setup again")]
+    ReauthRequired {
+        /// Entra's error code.
+        reason: Option<String>,
+    },
+    /// The database failed.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The tenant is not in `OBOVAULT_ALLOWED_TENANTS`.
+    #[error("tenant not allowed")]
+    TenantNotAllowed,
+}

@@ -1,0 +1,296 @@
+//! refresh-tokens: keep every grant alive and move every row to its key's latest version.
+//!
+//! A run asks Key Vault for each key's latest version once, then claims due rows in batches
+//! (the claim stamps a lease, so other instances and do-work skip them), works on them with
+//! bounded concurrency and saves each by compare-and-set. A row due only because of its key
+//! version is re-sealed without calling Entra. An Entra 429 pauses every worker of the run.
+//! No rows are claimed once the time budget is spent; claimed rows that were not started are
+//! released for the next run.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use rand::Rng as _;
+use serde::Serialize;
+
+use super::{custody, FlowError};
+use crate::app::App;
+use crate::idp::IdpError;
+use crate::keys::VersionedKey;
+use crate::store::{DueClaim, Lease, TokenRecord};
+
+/// Longest back-off after repeated transient failures of one row.
+const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+const FIRST_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How a run is bounded.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Only re-seal rows on old key versions; never call Entra.
+    pub reseal_only: bool,
+    /// Stop claiming rows after this.
+    pub time_budget: Duration,
+    /// Rows worked on at once.
+    pub concurrency: usize,
+}
+
+/// What a run did (SPEC §3).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// Rows claimed by this run.
+    pub examined: u64,
+    /// Rows redeemed at Entra and saved (also re-sealed if they were on an old key).
+    pub refreshed: u64,
+    /// Rows only re-sealed under the latest key version.
+    pub resealed: u64,
+    /// Rows whose grant turned out dead in this run.
+    pub reauth_required: u64,
+    /// Rows that failed transiently and now back off.
+    pub failed: u64,
+    /// Rows claimed but left for the next run (budget spent, or changed meanwhile).
+    pub skipped: u64,
+    /// Wall time of the run.
+    pub duration_ms: u64,
+}
+
+impl Summary {
+    /// The one-line summary for the timer's `Logs` and the CLI.
+    pub fn line(&self) -> String {
+        format!(
+            "refresh-tokens: examined={} refreshed={} resealed={} reauth_required={} failed={} skipped={} duration_ms={}",
+            self.examined, self.refreshed, self.resealed, self.reauth_required, self.failed, self.skipped, self.duration_ms
+        )
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    examined: AtomicU64,
+    refreshed: AtomicU64,
+    resealed: AtomicU64,
+    reauth_required: AtomicU64,
+    failed: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self, started: Instant) -> Summary {
+        Summary {
+            examined: self.examined.load(Ordering::Relaxed),
+            refreshed: self.refreshed.load(Ordering::Relaxed),
+            resealed: self.resealed.load(Ordering::Relaxed),
+            reauth_required: self.reauth_required.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+enum Outcome {
+    Failed,
+    Reauth,
+    Refreshed,
+    Resealed,
+    Skipped,
+}
+
+struct Run<'a> {
+    app: &'a Arc<App>,
+    options: RunOptions,
+    owner: String,
+    started: Instant,
+    deadline: Instant,
+    refreshed_before: DateTime<Utc>,
+    counters: Counters,
+    /// Entra asked us to slow down until then (shared by every worker).
+    paused_until: Mutex<Option<Instant>>,
+}
+
+/// Runs the timer's work once. `progress` is called after every row (the CLI's progress bar).
+pub async fn run(app: &Arc<App>, options: RunOptions, progress: &(dyn Fn(&Summary) + Sync)) -> Result<Summary, FlowError> {
+    let started = Instant::now();
+    let refreshed_before = if options.reseal_only {
+        DateTime::<Utc>::UNIX_EPOCH
+    } else {
+        Utc::now() - app.refresh.after
+    };
+    let run = Run {
+        app,
+        owner: format!("{}/timer/{}", app.instance_id, uuid::Uuid::new_v4()),
+        started,
+        deadline: started + options.time_budget,
+        refreshed_before,
+        options,
+        counters: Counters::default(),
+        paused_until: Mutex::new(None),
+    };
+    let mut first_error = None;
+    for key_name in app.store.key_names().await? {
+        if Instant::now() >= run.deadline {
+            break;
+        }
+        // Once per key and run: a rotation reaches every row in the next run.
+        match app.keys.fresh_latest(&key_name).await {
+            Ok(latest) => run.key(&latest, progress).await?,
+            Err(error) => {
+                tracing::error!(key.name = %key_name, error = %error, "cannot read the latest key; its rows wait");
+                first_error.get_or_insert(FlowError::Keys(error));
+            }
+        }
+    }
+    let summary = run.counters.snapshot(started);
+    tracing::info!(
+        examined = summary.examined,
+        refreshed = summary.refreshed,
+        resealed = summary.resealed,
+        reauth_required = summary.reauth_required,
+        failed = summary.failed,
+        skipped = summary.skipped,
+        duration_ms = summary.duration_ms,
+        "{}",
+        summary.line()
+    );
+    match first_error {
+        Some(error) if summary.examined == 0 => Err(error),
+        _ => Ok(summary),
+    }
+}
+
+impl Run<'_> {
+    async fn key(&self, latest: &VersionedKey, progress: &(dyn Fn(&Summary) + Sync)) -> Result<(), FlowError> {
+        let batch = (self.options.concurrency * 4) as i64;
+        while Instant::now() < self.deadline {
+            let now = Utc::now();
+            let claim = DueClaim {
+                key_name: latest.name.clone(),
+                latest_version: latest.version.clone(),
+                refreshed_before: self.refreshed_before,
+                now,
+                lease: Lease { owner: self.owner.clone(), until: now + self.app.lease },
+                limit: batch,
+            };
+            let rows = self.app.store.claim_due(&claim).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            futures::stream::iter(rows)
+                .for_each_concurrent(self.options.concurrency, |row| async move {
+                    self.counters.examined.fetch_add(1, Ordering::Relaxed);
+                    let outcome = self.row(&row, latest).await;
+                    let counter = match outcome {
+                        Outcome::Failed => &self.counters.failed,
+                        Outcome::Reauth => &self.counters.reauth_required,
+                        Outcome::Refreshed => &self.counters.refreshed,
+                        Outcome::Resealed => &self.counters.resealed,
+                        Outcome::Skipped => &self.counters.skipped,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    progress(&self.counters.snapshot(self.started));
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %row.key.tenant_id, user.id = %row.key.user_id))]
+    async fn row(&self, row: &TokenRecord, latest: &VersionedKey) -> Outcome {
+        let due_by_age = row.refreshed_at < self.refreshed_before;
+        if Instant::now() >= self.deadline || (due_by_age && !self.wait_for_entra().await) {
+            self.release(row).await;
+            return Outcome::Skipped;
+        }
+        let result = if due_by_age { self.refresh(row, latest).await } else { self.reseal(row, latest).await };
+        match result {
+            Ok(outcome) => outcome,
+            Err(FlowError::Idp(IdpError::Reauth { error, code, .. })) => {
+                let reason = code.map_or(error.clone(), |code| format!("{error}:{code}"));
+                tracing::warn!(reason = %reason, "grant is dead; marking reauth_required");
+                match self.app.store.mark_reauth_required(&row.key, row.revision, &reason, &self.owner).await {
+                    Ok(true) => Outcome::Reauth,
+                    Ok(false) => Outcome::Skipped,
+                    Err(error) => {
+                        tracing::error!(error = %error, "failed to mark reauth_required");
+                        Outcome::Failed
+                    }
+                }
+            }
+            Err(error) => {
+                if let FlowError::Idp(IdpError::Throttled { retry_after }) = &error {
+                    self.pause(retry_after.unwrap_or(Duration::from_secs(5)));
+                }
+                self.back_off(row, &error).await;
+                Outcome::Failed
+            }
+        }
+    }
+
+    async fn refresh(&self, row: &TokenRecord, latest: &VersionedKey) -> Result<Outcome, FlowError> {
+        let stored = custody::open_stored(self.app, row).await?;
+        let (_set, next) = custody::redeem(self.app, &row.key, stored).await?;
+        let grant = custody::seal_with(latest, &row.key, &next)?;
+        Ok(match custody::save_refreshed(self.app, row, &grant, &self.owner).await? {
+            true => Outcome::Refreshed,
+            false => Outcome::Skipped,
+        })
+    }
+
+    async fn reseal(&self, row: &TokenRecord, latest: &VersionedKey) -> Result<Outcome, FlowError> {
+        let stored = custody::open_stored(self.app, row).await?;
+        let grant = custody::seal_with(latest, &row.key, &stored)?;
+        Ok(match custody::save_resealed(self.app, row, &grant, &self.owner).await? {
+            true => Outcome::Resealed,
+            false => Outcome::Skipped,
+        })
+    }
+
+    /// Waits out an Entra pause; `false` when it outlasts the budget.
+    async fn wait_for_entra(&self) -> bool {
+        let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        match until {
+            Some(until) if until >= self.deadline => false,
+            Some(until) if until > Instant::now() => {
+                tokio::time::sleep_until(until.into()).await;
+                true
+            }
+            _ => true,
+        }
+    }
+
+    fn pause(&self, retry_after: Duration) {
+        let until = Instant::now() + retry_after;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if paused.is_none_or(|current| current < until) {
+            tracing::warn!(retry_after_s = retry_after.as_secs(), "Entra throttles; pausing the run");
+            *paused = Some(until);
+        }
+    }
+
+    async fn back_off(&self, row: &TokenRecord, error: &FlowError) {
+        let code = match error {
+            FlowError::Idp(idp) => idp.code(),
+            FlowError::Keys(_) => "key_vault".to_owned(),
+            FlowError::Store(_) => "database".to_owned(),
+            FlowError::Crypto(_) => "does_not_open".to_owned(),
+            _ => "error".to_owned(),
+        };
+        let exponent = row.failure_count.clamp(0, 16) as u32;
+        let delay = FIRST_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF);
+        // ±20 % jitter so rows that failed together do not come back together.
+        let jitter = rand::thread_rng().gen_range(0.8..1.2);
+        let next_attempt_at = Utc::now() + delay.mul_f64(jitter);
+        tracing::warn!(error.code = %code, failures = row.failure_count + 1, "refresh failed; backing off");
+        if let Err(error) = self.app.store.record_failure(&row.key, &self.owner, &code, next_attempt_at).await {
+            tracing::error!(error = %error, "failed to record the failure; the lease will expire");
+        }
+    }
+
+    async fn release(&self, row: &TokenRecord) {
+        if let Err(error) = self.app.store.release_lease(&row.key, &self.owner).await {
+            tracing::warn!(error = %error, "failed to release a lease; it will expire");
+        }
+    }
+}
