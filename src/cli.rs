@@ -90,10 +90,18 @@ impl Cli {
                 Ok(())
             }
             Command::Status(output) => status(App::build(settings).await?, output).await,
-            Command::Refresh { reseal_only, output } => refresh(App::build(settings).await?, reseal_only, output).await,
-            Command::Keys { command: KeysCommand::Rotate { tenant, all, output } } => {
-                rotate(App::build(settings).await?, tenant, all, output).await
-            }
+            Command::Refresh {
+                reseal_only,
+                output,
+            } => refresh(App::build(settings).await?, reseal_only, output).await,
+            Command::Keys {
+                command:
+                    KeysCommand::Rotate {
+                        tenant,
+                        all,
+                        output,
+                    },
+            } => rotate(App::build(settings).await?, tenant, all, output).await,
         }
     }
 }
@@ -103,7 +111,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = App::build(settings).await?;
     let application = crate::startup::Application::bind(port, app).await?;
     tracing::info!(port = application.port(), "obo-vault ready");
-    application.run_until(crate::startup::shutdown_signal()).await
+    application
+        .run_until(crate::startup::shutdown_signal())
+        .await
 }
 
 async fn status(app: Arc<App>, output: Output) -> anyhow::Result<()> {
@@ -134,14 +144,26 @@ async fn status(app: Arc<App>, output: Output) -> anyhow::Result<()> {
     }
     println!("rows by key version:");
     for key in &keys {
-        let latest = if key["latest"] == true { " (latest)" } else { " (old: re-seal pending)" };
-        println!("  {} {} {}{latest}", key["keyName"].as_str().unwrap_or(""), key["keyVersion"].as_str().unwrap_or(""), key["rows"]);
+        let latest = if key["latest"] == true {
+            " (latest)"
+        } else {
+            " (old: re-seal pending)"
+        };
+        println!(
+            "  {} {} {}{latest}",
+            key["keyName"].as_str().unwrap_or(""),
+            key["keyVersion"].as_str().unwrap_or(""),
+            key["rows"]
+        );
     }
     match report.oldest_refreshed_at {
         Some(at) => println!("oldest refresh: {at}"),
         None => println!("oldest refresh: -"),
     }
-    println!("leased now: {}  backing off: {}", report.leased, report.backing_off);
+    println!(
+        "leased now: {}  backing off: {}",
+        report.leased, report.backing_off
+    );
     println!("a key version not listed here is used by no row and can be disabled in Key Vault");
     Ok(())
 }
@@ -174,7 +196,12 @@ async fn refresh(app: Arc<App>, reseal_only: bool, output: Output) -> anyhow::Re
     Ok(())
 }
 
-async fn rotate(app: Arc<App>, tenant: Option<String>, all: bool, output: Output) -> anyhow::Result<()> {
+async fn rotate(
+    app: Arc<App>,
+    tenant: Option<String>,
+    all: bool,
+    output: Output,
+) -> anyhow::Result<()> {
     let names = if all {
         app.store.key_names().await?
     } else {

@@ -171,7 +171,12 @@ impl Env {
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
-        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     fn optional(&self, name: &'static str) -> Option<&str> {
@@ -179,7 +184,8 @@ impl Env {
     }
 
     fn required(&self, name: &'static str) -> Result<&str, SettingsError> {
-        self.optional(name).ok_or_else(|| problem(name, "is required"))
+        self.optional(name)
+            .ok_or_else(|| problem(name, "is required"))
     }
 
     fn or<'a>(&'a self, name: &'static str, default: &'a str) -> &'a str {
@@ -205,7 +211,10 @@ impl Env {
             return Err(problem(name, "must be an https:// URL"));
         }
         if !url.username().is_empty() || url.password().is_some() || url.host().is_none() {
-            return Err(problem(name, "must be https://host[:port][/path] without credentials"));
+            return Err(problem(
+                name,
+                "must be https://host[:port][/path] without credentials",
+            ));
         }
         Ok(url)
     }
@@ -229,7 +238,10 @@ impl Settings {
             || database_url.starts_with("postgresql://")
             || database_url.starts_with("sqlite:"))
         {
-            return Err(problem("DATABASE_URL", "must start with postgres:// or sqlite:"));
+            return Err(problem(
+                "DATABASE_URL",
+                "must start with postgres:// or sqlite:",
+            ));
         }
         let entra = EntraSettings::from_env(env)?;
         let minimum_lease = entra.timeout * 2 + Duration::from_secs(5);
@@ -240,7 +252,10 @@ impl Settings {
         if lease < minimum_lease {
             return Err(problem(
                 "OBOVAULT_LEASE",
-                format!("must be at least twice OBOVAULT_ENTRA_TIMEOUT plus 5s ({}s)", minimum_lease.as_secs()),
+                format!(
+                    "must be at least twice OBOVAULT_ENTRA_TIMEOUT plus 5s ({}s)",
+                    minimum_lease.as_secs()
+                ),
             ));
         }
         let log_format = match env.optional("OBOVAULT_LOG_FORMAT") {
@@ -270,10 +285,17 @@ impl EntraSettings {
             .map_err(|_| problem("OBOVAULT_TENANT_ID", "must be a tenant GUID"))?;
         let client_id = env.required("OBOVAULT_CLIENT_ID")?.to_owned();
         if uuid::Uuid::try_parse(&client_id).is_err() {
-            return Err(problem("OBOVAULT_CLIENT_ID", "must be the app's client id (a GUID)"));
+            return Err(problem(
+                "OBOVAULT_CLIENT_ID",
+                "must be the app's client id (a GUID)",
+            ));
         }
-        let authority = env.or("OBOVAULT_AUTHORITY_HOST", "https://login.microsoftonline.com");
-        let authority_host = env.https_url("OBOVAULT_AUTHORITY_HOST", authority.trim_end_matches('/'))?;
+        let authority = env.or(
+            "OBOVAULT_AUTHORITY_HOST",
+            "https://login.microsoftonline.com",
+        );
+        let authority_host =
+            env.https_url("OBOVAULT_AUTHORITY_HOST", authority.trim_end_matches('/'))?;
         let allowed_tenants = match env.optional("OBOVAULT_ALLOWED_TENANTS") {
             Some("*") => AllowedTenants::Any,
             Some(list) => AllowedTenants::Only(
@@ -283,7 +305,10 @@ impl EntraSettings {
                     .map(TenantId::parse)
                     .collect::<Result<_, _>>()
                     .map_err(|_| {
-                        problem("OBOVAULT_ALLOWED_TENANTS", "must be * or comma-separated tenant GUIDs")
+                        problem(
+                            "OBOVAULT_ALLOWED_TENANTS",
+                            "must be * or comma-separated tenant GUIDs",
+                        )
                     })?,
             ),
             None => AllowedTenants::Only(vec![tenant_id.clone()]),
@@ -334,13 +359,19 @@ impl DownstreamSettings {
             return Err(problem(VAR, "must not have a query or fragment"));
         }
         let scopes: Vec<String> = env
-            .or("OBOVAULT_DOWNSTREAM_SCOPES", "https://graph.microsoft.com/.default")
+            .or(
+                "OBOVAULT_DOWNSTREAM_SCOPES",
+                "https://graph.microsoft.com/.default",
+            )
             .split([' ', ','])
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
         if scopes.is_empty() {
-            return Err(problem("OBOVAULT_DOWNSTREAM_SCOPES", "must name at least one scope"));
+            return Err(problem(
+                "OBOVAULT_DOWNSTREAM_SCOPES",
+                "must name at least one scope",
+            ));
         }
         let allowed_paths: Vec<String> = env
             .or("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "/me")
@@ -350,7 +381,9 @@ impl DownstreamSettings {
             .map(|p| p.trim_end_matches('/').to_owned())
             .collect();
         if allowed_paths.is_empty()
-            || allowed_paths.iter().any(|p| !p.starts_with('/') || p.contains("..") || p.contains("//"))
+            || allowed_paths
+                .iter()
+                .any(|p| !p.starts_with('/') || p.contains("..") || p.contains("//"))
         {
             return Err(problem(
                 "OBOVAULT_DOWNSTREAM_ALLOWED_PATHS",
@@ -374,7 +407,9 @@ impl KeySettings {
         let sample = key_name_template.replace("{tenant}", "00000000-0000-0000-0000-000000000000");
         if sample.is_empty()
             || sample.len() > 127
-            || !sample.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || !sample
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
         {
             return Err(problem(
                 "OBOVAULT_KEY_NAME",
@@ -398,7 +433,12 @@ impl RefreshSettings {
             .parse::<usize>()
             .ok()
             .filter(|c| (1..=1024).contains(c))
-            .ok_or_else(|| problem("OBOVAULT_REFRESH_CONCURRENCY", "must be a number from 1 to 1024"))?;
+            .ok_or_else(|| {
+                problem(
+                    "OBOVAULT_REFRESH_CONCURRENCY",
+                    "must be a number from 1 to 1024",
+                )
+            })?;
         Ok(Self {
             after: env.duration("OBOVAULT_REFRESH_AFTER", "24h")?,
             concurrency,
@@ -442,9 +482,15 @@ mod tests {
         assert_eq!(settings.entra.setup_scope, "access_as_user");
         assert_eq!(settings.entra.workload_role, "OboVault.Act");
         assert_eq!(settings.downstream.allowed_paths, vec!["/me"]);
-        assert_eq!(settings.downstream.base_url.as_str(), "https://graph.microsoft.com/v1.0");
+        assert_eq!(
+            settings.downstream.base_url.as_str(),
+            "https://graph.microsoft.com/v1.0"
+        );
         let tenant = TenantId::parse("11111111-1111-1111-1111-111111111111").unwrap();
-        assert_eq!(settings.keys.key_name(&tenant), format!("obo-vault-{tenant}"));
+        assert_eq!(
+            settings.keys.key_name(&tenant),
+            format!("obo-vault-{tenant}")
+        );
         assert!(settings.entra.allowed_tenants.allows(&tenant));
         assert!(!settings.keys.auto_create && !settings.keys.emulator);
     }
@@ -453,15 +499,39 @@ mod tests {
     fn errors_name_the_variable() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("OBOVAULT_TENANT_ID", "")], "OBOVAULT_TENANT_ID"),
-            (&[("OBOVAULT_KEY_VAULT_URL", "http://vault.example/")], "OBOVAULT_KEY_VAULT_URL"),
-            (&[("OBOVAULT_REFRESH_AFTER", "soon")], "OBOVAULT_REFRESH_AFTER"),
-            (&[("OBOVAULT_REFRESH_CONCURRENCY", "0")], "OBOVAULT_REFRESH_CONCURRENCY"),
+            (
+                &[("OBOVAULT_KEY_VAULT_URL", "http://vault.example/")],
+                "OBOVAULT_KEY_VAULT_URL",
+            ),
+            (
+                &[("OBOVAULT_REFRESH_AFTER", "soon")],
+                "OBOVAULT_REFRESH_AFTER",
+            ),
+            (
+                &[("OBOVAULT_REFRESH_CONCURRENCY", "0")],
+                "OBOVAULT_REFRESH_CONCURRENCY",
+            ),
             (&[("OBOVAULT_CLIENT_SECRET", "")], "OBOVAULT_CLIENT_SECRET"),
-            (&[("OBOVAULT_CLIENT_ASSERTION", "managed-identity")], "OBOVAULT_CLIENT_SECRET"),
-            (&[("OBOVAULT_ALLOWED_TENANTS", "contoso")], "OBOVAULT_ALLOWED_TENANTS"),
-            (&[("OBOVAULT_AUTHORITY_HOST", "http://login")], "OBOVAULT_AUTHORITY_HOST"),
-            (&[("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "me")], "OBOVAULT_DOWNSTREAM_ALLOWED_PATHS"),
-            (&[("OBOVAULT_KEY_AUTO_CREATE", "maybe")], "OBOVAULT_KEY_AUTO_CREATE"),
+            (
+                &[("OBOVAULT_CLIENT_ASSERTION", "managed-identity")],
+                "OBOVAULT_CLIENT_SECRET",
+            ),
+            (
+                &[("OBOVAULT_ALLOWED_TENANTS", "contoso")],
+                "OBOVAULT_ALLOWED_TENANTS",
+            ),
+            (
+                &[("OBOVAULT_AUTHORITY_HOST", "http://login")],
+                "OBOVAULT_AUTHORITY_HOST",
+            ),
+            (
+                &[("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "me")],
+                "OBOVAULT_DOWNSTREAM_ALLOWED_PATHS",
+            ),
+            (
+                &[("OBOVAULT_KEY_AUTO_CREATE", "maybe")],
+                "OBOVAULT_KEY_AUTO_CREATE",
+            ),
             (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
         ];
         for (extra, variable) in cases {

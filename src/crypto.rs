@@ -178,10 +178,19 @@ mod tests {
 
     const ALICE: &str = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa";
     const BOB: &str = "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb";
-    const LABEL: KeyLabel<'static> = KeyLabel { name: "obo-vault-t", version: "v1" };
+    const LABEL: KeyLabel<'static> = KeyLabel {
+        name: "obo-vault-t",
+        version: "v1",
+    };
 
     fn sealed_for_alice(key: &DataKey) -> Vec<u8> {
-        seal(&RefreshToken::new("rt-secret".into()), &owner(ALICE), LABEL, key).unwrap()
+        seal(
+            &RefreshToken::new("rt-secret".into()),
+            &owner(ALICE),
+            LABEL,
+            key,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -219,7 +228,10 @@ mod tests {
         let key = DataKey::generate();
         let sealed = sealed_for_alice(&key);
         for len in 0..sealed.len() {
-            assert!(open(&sealed[..len], &owner(ALICE), LABEL, &key).is_err(), "len {len}");
+            assert!(
+                open(&sealed[..len], &owner(ALICE), LABEL, &key).is_err(),
+                "len {len}"
+            );
         }
     }
 
@@ -229,9 +241,15 @@ mod tests {
         let sealed = sealed_for_alice(&key);
         assert!(open(&sealed, &owner(ALICE), LABEL, &DataKey::generate()).is_err());
         assert!(open(&sealed, &owner(BOB), LABEL, &key).is_err());
-        let other_version = KeyLabel { name: LABEL.name, version: "v2" };
+        let other_version = KeyLabel {
+            name: LABEL.name,
+            version: "v2",
+        };
         assert!(open(&sealed, &owner(ALICE), other_version, &key).is_err());
-        let other_name = KeyLabel { name: "obo-vault-u", version: LABEL.version };
+        let other_name = KeyLabel {
+            name: "obo-vault-u",
+            version: LABEL.version,
+        };
         assert!(open(&sealed, &owner(ALICE), other_name, &key).is_err());
     }
 

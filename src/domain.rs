@@ -146,10 +146,18 @@ mod tests {
     fn ids_accept_only_hyphenated_guids() {
         assert!(TenantId::parse("72F988BF-86F1-41AF-91AB-2D7CD011DB47").is_ok());
         assert_eq!(
-            TenantId::parse("72F988BF-86F1-41AF-91AB-2D7CD011DB47").unwrap().as_str(),
+            TenantId::parse("72F988BF-86F1-41AF-91AB-2D7CD011DB47")
+                .unwrap()
+                .as_str(),
             "72f988bf-86f1-41af-91ab-2d7cd011db47"
         );
-        for bad in ["", "common", "{72f988bf-86f1-41af-91ab-2d7cd011db47}", "72f988bf86f141af91ab2d7cd011db47", "../../etc"] {
+        for bad in [
+            "",
+            "common",
+            "{72f988bf-86f1-41af-91ab-2d7cd011db47}",
+            "72f988bf86f141af91ab2d7cd011db47",
+            "../../etc",
+        ] {
             assert!(UserId::parse(bad).is_err(), "{bad} must be refused");
         }
     }

@@ -114,7 +114,10 @@ impl Downstream {
     }
 
     /// Checks a workload's request; nothing is sent.
-    pub fn prepare(&self, unverified: Option<UnverifiedRequest>) -> Result<DownstreamRequest, DownstreamError> {
+    pub fn prepare(
+        &self,
+        unverified: Option<UnverifiedRequest>,
+    ) -> Result<DownstreamRequest, DownstreamError> {
         let unverified = unverified.unwrap_or(UnverifiedRequest {
             method: None,
             path: None,
@@ -122,7 +125,13 @@ impl Downstream {
             headers: None,
             body: None,
         });
-        let method = match unverified.method.as_deref().unwrap_or("GET").to_ascii_uppercase().as_str() {
+        let method = match unverified
+            .method
+            .as_deref()
+            .unwrap_or("GET")
+            .to_ascii_uppercase()
+            .as_str()
+        {
             "GET" => reqwest::Method::GET,
             "POST" => reqwest::Method::POST,
             "PUT" => reqwest::Method::PUT,
@@ -142,7 +151,9 @@ impl Downstream {
         let mut url = join(&self.settings.base_url, &path)?;
         if let Some(query) = &unverified.query {
             if query.len() > 50 {
-                return Err(DownstreamError::InvalidRequest("request.query has too many entries".into()));
+                return Err(DownstreamError::InvalidRequest(
+                    "request.query has too many entries".into(),
+                ));
             }
             url.query_pairs_mut().extend_pairs(query);
         }
@@ -154,15 +165,27 @@ impl Downstream {
             .collect::<Result<Vec<_>, _>>()?;
         let body = unverified.body.filter(|b| !b.is_null());
         if body.is_some() && matches!(method, reqwest::Method::GET | reqwest::Method::DELETE) {
-            return Err(DownstreamError::InvalidRequest(format!("request.body is not allowed with {method}")));
+            return Err(DownstreamError::InvalidRequest(format!(
+                "request.body is not allowed with {method}"
+            )));
         }
-        Ok(DownstreamRequest { method, path, url, headers, body })
+        Ok(DownstreamRequest {
+            method,
+            path,
+            url,
+            headers,
+            body,
+        })
     }
 
     /// Calls the downstream API. A downstream 4xx/5xx is a successful call: it is reported in
     /// the envelope.
     #[tracing::instrument(skip_all, fields(http.method = %request.method, downstream.path = %request.path))]
-    pub async fn call(&self, request: &DownstreamRequest, token: &AccessToken) -> Result<DownstreamResponse, DownstreamError> {
+    pub async fn call(
+        &self,
+        request: &DownstreamRequest,
+        token: &AccessToken,
+    ) -> Result<DownstreamResponse, DownstreamError> {
         let mut builder = self
             .http
             .request(request.method.clone(), request.url.clone())
@@ -191,7 +214,11 @@ impl Downstream {
         if let Some(kind) = content_type {
             headers.insert("content-type".to_owned(), kind);
         }
-        Ok(DownstreamResponse { status, headers, body })
+        Ok(DownstreamResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -218,7 +245,11 @@ fn classify(error: reqwest::Error) -> DownstreamError {
 
 /// Checks a relative downstream path against the allow-list and the allowed prefixes.
 pub fn check_path(path: &str, allowed_prefixes: &[String]) -> Result<(), DownstreamError> {
-    let refuse = |why: &str| Err(DownstreamError::PathNotAllowed(format!("request.path {why}")));
+    let refuse = |why: &str| {
+        Err(DownstreamError::PathNotAllowed(format!(
+            "request.path {why}"
+        )))
+    };
     if path.is_empty() || path.len() > MAX_PATH_LEN {
         return refuse("must be 1 to 2048 characters");
     }
@@ -229,18 +260,28 @@ pub fn check_path(path: &str, allowed_prefixes: &[String]) -> Result<(), Downstr
     if let Some(bad) = path.chars().find(|c| !allowed(*c)) {
         return refuse(&format!(
             "contains a character that is not allowed ({})",
-            if bad.is_ascii_graphic() { bad.to_string() } else { format!("U+{:04X}", bad as u32) }
+            if bad.is_ascii_graphic() {
+                bad.to_string()
+            } else {
+                format!("U+{:04X}", bad as u32)
+            }
         ));
     }
     if path.contains("//") {
         return refuse("must not contain //");
     }
-    if path.split('/').any(|segment| segment == "." || segment == "..") {
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
         return refuse("must not contain . or .. segments");
     }
-    let under_prefix = allowed_prefixes
-        .iter()
-        .any(|prefix| path == prefix || path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('/')));
+    let under_prefix = allowed_prefixes.iter().any(|prefix| {
+        path == prefix
+            || path
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    });
     if !under_prefix {
         return refuse("is not under an allowed path");
     }
@@ -249,12 +290,16 @@ pub fn check_path(path: &str, allowed_prefixes: &[String]) -> Result<(), Downstr
 
 fn join(base: &Url, path: &str) -> Result<Url, DownstreamError> {
     let joined = format!("{}{}", base.as_str().trim_end_matches('/'), path);
-    let url = Url::parse(&joined).map_err(|_| DownstreamError::PathNotAllowed("request.path is not a valid URL path".into()))?;
+    let url = Url::parse(&joined).map_err(|_| {
+        DownstreamError::PathNotAllowed("request.path is not a valid URL path".into())
+    })?;
     // Defence in depth: the character checks above already make these impossible.
     let same_origin = url.origin() == base.origin();
     let under_base = url.path().starts_with(base.path().trim_end_matches('/'));
     if !same_origin || !under_base || url.query().is_some() || url.fragment().is_some() {
-        return Err(DownstreamError::PathNotAllowed("request.path leaves the downstream API".into()));
+        return Err(DownstreamError::PathNotAllowed(
+            "request.path leaves the downstream API".into(),
+        ));
     }
     Ok(url)
 }
@@ -268,10 +313,13 @@ fn check_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Do
         )));
     }
     if value.len() > 1024 || !value.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
-        return Err(DownstreamError::InvalidRequest(format!("request.headers: {name} has an invalid value")));
+        return Err(DownstreamError::InvalidRequest(format!(
+            "request.headers: {name} has an invalid value"
+        )));
     }
-    let name = HeaderName::from_bytes(lower.as_bytes())
-        .map_err(|_| DownstreamError::InvalidRequest(format!("request.headers: {name} is not a header name")))?;
+    let name = HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
+        DownstreamError::InvalidRequest(format!("request.headers: {name} is not a header name"))
+    })?;
     let value = HeaderValue::from_str(value)
         .map_err(|_| DownstreamError::InvalidRequest("request.headers: invalid value".into()))?;
     Ok((name, value))
@@ -287,7 +335,12 @@ mod tests {
 
     #[test]
     fn paths_under_an_allowed_prefix_pass() {
-        for good in ["/me", "/me/messages", "/users/abc/photo", "/me/drive/root(path='x')"] {
+        for good in [
+            "/me",
+            "/me/messages",
+            "/users/abc/photo",
+            "/me/drive/root(path='x')",
+        ] {
             assert!(check_path(good, &prefixes()).is_ok(), "{good}");
         }
     }
@@ -295,19 +348,42 @@ mod tests {
     #[test]
     fn paths_that_could_leave_the_host_are_refused() {
         let cases = [
-            "", "me", "//evil.example/me", "/me/../admin", "/me/./x", "/me/%2e%2e/admin", "/me%2F..",
-            "/me\\..\\admin", "/me@evil.example", "https://evil.example/me", "/me?x=1", "/me#x",
-            "/me/\u{0}", "/me/\n", "/me x", "/mes", "/admin", "/me//x", "/me/é", "/me:80",
+            "",
+            "me",
+            "//evil.example/me",
+            "/me/../admin",
+            "/me/./x",
+            "/me/%2e%2e/admin",
+            "/me%2F..",
+            "/me\\..\\admin",
+            "/me@evil.example",
+            "https://evil.example/me",
+            "/me?x=1",
+            "/me#x",
+            "/me/\u{0}",
+            "/me/\n",
+            "/me x",
+            "/mes",
+            "/admin",
+            "/me//x",
+            "/me/é",
+            "/me:80",
         ];
         for bad in cases {
-            assert!(check_path(bad, &prefixes()).is_err(), "{bad:?} must be refused");
+            assert!(
+                check_path(bad, &prefixes()).is_err(),
+                "{bad:?} must be refused"
+            );
         }
     }
 
     #[test]
     fn joined_urls_stay_under_the_base() {
         let base = Url::parse("https://graph.example/v1.0").unwrap();
-        assert_eq!(join(&base, "/me/x").unwrap().as_str(), "https://graph.example/v1.0/me/x");
+        assert_eq!(
+            join(&base, "/me/x").unwrap().as_str(),
+            "https://graph.example/v1.0/me/x"
+        );
     }
 
     #[test]

@@ -21,17 +21,25 @@ impl Application {
     pub async fn bind(port: u16, app: Arc<App>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
-            .with_context(|| format!("FUNCTIONS_CUSTOMHANDLER_PORT: cannot listen on 127.0.0.1:{port}"))?;
+            .with_context(|| {
+                format!("FUNCTIONS_CUSTOMHANDLER_PORT: cannot listen on 127.0.0.1:{port}")
+            })?;
         Ok(Self { listener, app })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         axum::serve(self.listener, crate::http::router(self.app))
             .with_graceful_shutdown(shutdown)
             .await

@@ -16,8 +16,9 @@ CREATE TABLE user_tokens (
     refreshed_at         timestamptz NOT NULL,
     -- Compare-and-set guard: every write of the token is
     -- `UPDATE ... WHERE revision = $expected`, so a slow writer never overwrites a newer token.
-    -- It starts at 1, so `revision = 1` in an upsert's RETURNING means "just inserted".
-    revision             bigint      NOT NULL DEFAULT 1,
+    -- A new row starts at its creation time in microseconds, not 1, so a user who disconnects
+    -- and connects again never gets back a revision a slow writer of the old row still holds.
+    revision             bigint      NOT NULL,
     -- A short lease instead of a row lock or advisory lock: nothing stays locked while we wait
     -- for Entra, and a crashed owner's lease simply runs out.
     lease_owner          text        NULL,

@@ -24,13 +24,26 @@ pub(crate) async fn user(app: &App, headers: &HeaderMap) -> Result<User, ApiErro
     let scope = &app.entra_settings.setup_scope;
     let user_id = match (&token.object_id, token.app_only) {
         (Some(user_id), false) => user_id.clone(),
-        _ => return Err(ApiError::InsufficientScope(format!("setup needs a user token with the scope {scope}"))),
+        _ => {
+            return Err(ApiError::InsufficientScope(format!(
+                "setup needs a user token with the scope {scope}"
+            )))
+        }
     };
     if !token.scopes.iter().any(|s| s == scope) {
-        return Err(ApiError::InsufficientScope(format!("the token lacks the scope {scope}")));
+        return Err(ApiError::InsufficientScope(format!(
+            "the token lacks the scope {scope}"
+        )));
     }
-    let key = UserKey { tenant_id: token.tenant_id.clone(), user_id };
-    Ok(User { token, key, assertion: assertion.to_owned() })
+    let key = UserKey {
+        tenant_id: token.tenant_id.clone(),
+        user_id,
+    };
+    Ok(User {
+        token,
+        key,
+        assertion: assertion.to_owned(),
+    })
 }
 
 /// Validates an app-only token carrying `OBOVAULT_WORKLOAD_ROLE`; returns the caller's app id.
@@ -38,10 +51,14 @@ pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<String, A
     let token = validate(app, bearer(headers)?).await?;
     let role = &app.entra_settings.workload_role;
     if !token.app_only {
-        return Err(ApiError::InsufficientRole(format!("do-work needs an app-only token with the role {role}")));
+        return Err(ApiError::InsufficientRole(format!(
+            "do-work needs an app-only token with the role {role}"
+        )));
     }
     if !token.roles.iter().any(|r| r == role) {
-        return Err(ApiError::InsufficientRole(format!("the token lacks the role {role}")));
+        return Err(ApiError::InsufficientRole(format!(
+            "the token lacks the role {role}"
+        )));
     }
     let app_id = token.app_id.unwrap_or_else(|| "unknown".into());
     tracing::Span::current().record("caller.app_id", app_id.as_str());
@@ -49,21 +66,33 @@ pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<String, A
 }
 
 async fn validate(app: &App, token: &str) -> Result<ValidatedToken, ApiError> {
-    app.validator.validate(token).await.map_err(|error| match error {
-        TokenError::TenantNotAllowed => ApiError::TenantNotAllowed,
-        TokenError::MetadataUnavailable => ApiError::Unavailable {
-            what: "Entra ID",
-            retry_after: std::time::Duration::from_secs(5),
-        },
-        other => ApiError::InvalidToken { detail: other.to_string(), missing: false },
-    })
+    app.validator
+        .validate(token)
+        .await
+        .map_err(|error| match error {
+            TokenError::TenantNotAllowed => ApiError::TenantNotAllowed,
+            TokenError::MetadataUnavailable => ApiError::Unavailable {
+                what: "Entra ID",
+                retry_after: std::time::Duration::from_secs(5),
+            },
+            other => ApiError::InvalidToken {
+                detail: other.to_string(),
+                missing: false,
+            },
+        })
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::InvalidToken { detail: "a bearer token is required".into(), missing: true });
+        return Err(ApiError::InvalidToken {
+            detail: "a bearer token is required".into(),
+            missing: true,
+        });
     };
-    let malformed = || ApiError::InvalidToken { detail: "the Authorization header is not a bearer token".into(), missing: false };
+    let malformed = || ApiError::InvalidToken {
+        detail: "the Authorization header is not a bearer token".into(),
+        missing: false,
+    };
     let value = value.to_str().map_err(|_| malformed())?;
     let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
     let token = token.trim();

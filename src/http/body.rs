@@ -20,7 +20,10 @@ pub(crate) fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErr
 }
 
 /// Parses a JSON object body. An empty body is `None`.
-pub(crate) fn json_object<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<Option<T>, ApiError> {
+pub(crate) fn json_object<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<T>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -28,15 +31,28 @@ pub(crate) fn json_object<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8])
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if essence != "application/json" && !essence.ends_with("+json") {
-        return Err(ApiError::UnsupportedMediaType("the body must be application/json".into()));
+        return Err(ApiError::UnsupportedMediaType(
+            "the body must be application/json".into(),
+        ));
     }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|error| ApiError::InvalidRequest(format!("the body is not valid JSON ({})", error.classify_name())))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError::InvalidRequest(format!(
+            "the body is not valid JSON ({})",
+            error.classify_name()
+        ))
+    })?;
     // serde would also read a struct from a JSON array; only objects are accepted.
     if !value.is_object() {
-        return Err(ApiError::InvalidRequest("the body must be a JSON object".into()));
+        return Err(ApiError::InvalidRequest(
+            "the body must be a JSON object".into(),
+        ));
     }
     serde_json::from_value(value)
         .map(Some)

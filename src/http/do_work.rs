@@ -34,8 +34,9 @@ pub(crate) async fn do_work(
 ) -> Result<Response, ApiError> {
     let raw_body = body::bytes(raw_body)?;
     let caller_app_id = auth::workload(&app, &headers).await?;
-    let unverified: DoWorkBody = body::json_object(&headers, &raw_body)?
-        .ok_or_else(|| ApiError::InvalidRequest("a JSON body with tenantId and userId is required".into()))?;
+    let unverified: DoWorkBody = body::json_object(&headers, &raw_body)?.ok_or_else(|| {
+        ApiError::InvalidRequest("a JSON body with tenantId and userId is required".into())
+    })?;
     let parse = |error: crate::domain::InvalidId| ApiError::InvalidRequest(error.to_string());
     let owner = UserKey {
         tenant_id: TenantId::parse(&unverified.tenant_id).map_err(parse)?,

@@ -57,10 +57,16 @@ pub(crate) async fn http_function(
 ) -> Response {
     let function = uri.path().trim_start_matches('/').to_owned();
     tracing::warn!(function = %function, "JSON invocation of an HTTP function: is enableForwardingHttpRequest off?");
-    let inner = match replayed_request(&function, body) {
-        Ok(request) => state.api.oneshot(request).await.unwrap_or_else(|never| match never {}),
-        Err(error) => error.into_response(),
+    // A malformed envelope is not a host call: it gets a plain problem answer.
+    let request = match replayed_request(&function, body) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
     };
+    let inner = state
+        .api
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {});
     match http_output(inner).await {
         Ok(output) => Json(output).into_response(),
         Err(error) => error.into_response(),
@@ -94,10 +100,14 @@ pub(crate) async fn timer(AxumState(state): AxumState<State>, body: Bytes) -> Re
     Json(json!({ "Outputs": {}, "Logs": logs, "ReturnValue": null })).into_response()
 }
 
-fn replayed_request(function: &str, body: Result<Bytes, BytesRejection>) -> Result<Request<Body>, ApiError> {
+fn replayed_request(
+    function: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Request<Body>, ApiError> {
     let body = super::body::bytes(body)?;
-    let envelope: Envelope = serde_json::from_slice(&body)
-        .map_err(|_| ApiError::InvalidRequest("the invocation is not a JSON object with Data".into()))?;
+    let envelope: Envelope = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::InvalidRequest("the invocation is not a JSON object with Data".into())
+    })?;
     let req = envelope
         .data
         .get("req")
@@ -128,7 +138,10 @@ fn replayed_request(function: &str, body: Result<Bytes, BytesRejection>) -> Resu
         .map_err(|_| ApiError::InvalidRequest("Data.req does not form a valid request".into()))?;
     for (name, values) in &req.headers {
         let lower = name.to_ascii_lowercase();
-        if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "host" | "connection") {
+        if matches!(
+            lower.as_str(),
+            "content-length" | "transfer-encoding" | "host" | "connection"
+        ) {
             continue;
         }
         let name = HeaderName::from_bytes(lower.as_bytes())
@@ -139,10 +152,13 @@ fn replayed_request(function: &str, body: Result<Bytes, BytesRejection>) -> Resu
         };
         for value in values {
             let Value::String(text) = value else {
-                return Err(ApiError::InvalidRequest("Data.req.Headers values must be strings".into()));
+                return Err(ApiError::InvalidRequest(
+                    "Data.req.Headers values must be strings".into(),
+                ));
             };
-            let value = HeaderValue::from_str(&text)
-                .map_err(|_| ApiError::InvalidRequest("Data.req.Headers has an invalid value".into()))?;
+            let value = HeaderValue::from_str(&text).map_err(|_| {
+                ApiError::InvalidRequest("Data.req.Headers has an invalid value".into())
+            })?;
             request.headers_mut().append(name.clone(), value);
         }
     }
@@ -152,7 +168,8 @@ fn replayed_request(function: &str, body: Result<Bytes, BytesRejection>) -> Resu
 /// The query of the original URL, or (without `Url`) rebuilt from the `Query` map.
 fn query_string(req: &HttpTriggerData) -> Result<Option<String>, ApiError> {
     if let Some(url) = &req.url {
-        let url = url::Url::parse(url).map_err(|_| ApiError::InvalidRequest("Data.req.Url is not a URL".into()))?;
+        let url = url::Url::parse(url)
+            .map_err(|_| ApiError::InvalidRequest("Data.req.Url is not a URL".into()))?;
         return Ok(url.query().map(str::to_owned));
     }
     let Value::Object(map) = &req.query else {
@@ -172,7 +189,9 @@ async fn http_output(response: Response) -> Result<Value, ApiError> {
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, 8 * 1024 * 1024)
         .await
-        .map_err(|_| ApiError::Internal(anyhow::anyhow!("the replayed response could not be read")))?;
+        .map_err(|_| {
+            ApiError::Internal(anyhow::anyhow!("the replayed response could not be read"))
+        })?;
     let mut headers = Map::new();
     for name in parts.headers.keys() {
         let joined = parts

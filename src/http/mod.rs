@@ -39,7 +39,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/do-work", post(invocation::http_function))
         .route("/refresh-tokens", post(invocation::timer))
         .layer(DefaultBodyLimit::max(ENVELOPE_LIMIT))
-        .with_state(invocation::State { app, api: api.clone() })
+        .with_state(invocation::State {
+            app,
+            api: api.clone(),
+        })
         .merge(api)
         .fallback(|| async { ApiError::NotFound })
         .layer(CatchPanicLayer::custom(|_| {

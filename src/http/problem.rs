@@ -92,7 +92,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest(_) | Self::PathNotAllowed(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidToken { .. } | Self::InteractionRequired { .. } => StatusCode::UNAUTHORIZED,
+            Self::InvalidToken { .. } | Self::InteractionRequired { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::InsufficientRole(_) | Self::InsufficientScope(_) | Self::TenantNotAllowed => {
                 StatusCode::FORBIDDEN
             }
@@ -168,10 +170,14 @@ impl IntoResponse for ApiError {
             "error": self.code(),
         });
         match &self {
-            Self::InteractionRequired { claims: Some(claims) } => {
+            Self::InteractionRequired {
+                claims: Some(claims),
+            } => {
                 body["claims"] = json!(claims);
             }
-            Self::ReauthRequired { reason: Some(reason) } => {
+            Self::ReauthRequired {
+                reason: Some(reason),
+            } => {
                 body["reason"] = json!(reason);
             }
             _ => {}
@@ -228,10 +234,16 @@ impl From<FlowError> for ApiError {
             retry_after: retry_after.unwrap_or(Duration::from_secs(default)),
         };
         match error {
-            FlowError::Busy => unavailable("the user's token (another refresh is running)", None, 1),
+            FlowError::Busy => {
+                unavailable("the user's token (another refresh is running)", None, 1)
+            }
             FlowError::Crypto(_) => Self::Internal(anyhow::Error::new(error)),
-            FlowError::Downstream(DownstreamError::InvalidRequest(detail)) => Self::InvalidRequest(detail),
-            FlowError::Downstream(DownstreamError::PathNotAllowed(detail)) => Self::PathNotAllowed(detail),
+            FlowError::Downstream(DownstreamError::InvalidRequest(detail)) => {
+                Self::InvalidRequest(detail)
+            }
+            FlowError::Downstream(DownstreamError::PathNotAllowed(detail)) => {
+                Self::PathNotAllowed(detail)
+            }
             FlowError::Downstream(DownstreamError::Timeout) => {
                 Self::UpstreamTimeout("the downstream API did not answer in time".into())
             }
@@ -253,11 +265,17 @@ impl From<FlowError> for ApiError {
             FlowError::Idp(IdpError::Reauth { error, code, .. }) => Self::ReauthRequired {
                 reason: Some(code.map_or(error.clone(), |code| format!("{error}:{code}"))),
             },
-            FlowError::Idp(IdpError::Throttled { retry_after }) => unavailable("Entra ID", retry_after, 5),
+            FlowError::Idp(IdpError::Throttled { retry_after }) => {
+                unavailable("Entra ID", retry_after, 5)
+            }
             FlowError::Idp(IdpError::Timeout) => unavailable("Entra ID", None, 5),
-            FlowError::Idp(IdpError::Unavailable { retry_after }) => unavailable("Entra ID", retry_after, 5),
+            FlowError::Idp(IdpError::Unavailable { retry_after }) => {
+                unavailable("Entra ID", retry_after, 5)
+            }
             FlowError::InteractionRequired { claims } => Self::InteractionRequired { claims },
-            FlowError::Keys(KeyError::Throttled(retry_after)) => unavailable("Key Vault", retry_after, 5),
+            FlowError::Keys(KeyError::Throttled(retry_after)) => {
+                unavailable("Key Vault", retry_after, 5)
+            }
             FlowError::Keys(KeyError::Unavailable) => unavailable("Key Vault", None, 5),
             FlowError::Keys(error @ (KeyError::NotFound(_) | KeyError::Misconfigured(_))) => {
                 tracing::error!(alert = true, error = %error, "Key Vault key problem: an operator must act");
@@ -292,7 +310,9 @@ mod tests {
         let response = error.into_response();
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
         (status, headers, serde_json::from_slice(&bytes).unwrap())
     }
 
@@ -315,8 +335,10 @@ mod tests {
 
     #[tokio::test]
     async fn internal_errors_are_opaque() {
-        let (status, _, body) =
-            body_of(ApiError::Internal(anyhow::anyhow!("secret internals at db:5432"))).await;
+        let (status, _, body) = body_of(ApiError::Internal(anyhow::anyhow!(
+            "secret internals at db:5432"
+        )))
+        .await;
         assert_eq!(status, 500);
         assert!(!body.to_string().contains("db:5432"));
     }

@@ -25,25 +25,38 @@ pub(crate) async fn connect(
     let raw_body = body::bytes(raw_body)?;
     let user = auth::user(&app, &headers).await?;
     // The contract's body is empty or `{}`; anything else is a client mistake worth naming.
-    if let Some(fields) = body::json_object::<serde_json::Map<String, Value>>(&headers, &raw_body)? {
+    if let Some(fields) = body::json_object::<serde_json::Map<String, Value>>(&headers, &raw_body)?
+    {
         if !fields.is_empty() {
-            return Err(ApiError::InvalidRequest("the setup body must be empty or {}".into()));
+            return Err(ApiError::InvalidRequest(
+                "the setup body must be empty or {}".into(),
+            ));
         }
     }
     let connection = setup::connect(&app, &user.token, &user.assertion).await?;
-    let status = if connection.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if connection.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(view(&connection.record, None))).into_response())
 }
 
 /// `GET /api/setup`: the caller's own row and who acted for them recently.
-pub(crate) async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn status(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let user = auth::user(&app, &headers).await?;
     let (record, accesses) = setup::status(&app, &user.key).await?;
     Ok(Json(view(&record, Some(&accesses))).into_response())
 }
 
 /// `DELETE /api/setup`: 204 whether or not a row existed.
-pub(crate) async fn disconnect(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn disconnect(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let user = auth::user(&app, &headers).await?;
     setup::disconnect(&app, &user.key).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

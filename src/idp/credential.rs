@@ -27,8 +27,8 @@ const CERTIFICATE_VAR: &str = "OBOVAULT_CLIENT_CERTIFICATE_PATH";
 const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The audience a managed-identity token needs to be accepted as a federated credential.
 const TOKEN_EXCHANGE_SCOPE: &str = "api://AzureADTokenExchange/.default";
-/// Lifetime of a certificate-signed assertion; Entra accepts up to 10 minutes.
-const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
+/// Lifetime of a certificate-signed assertion in seconds; Entra accepts up to 10 minutes.
+const ASSERTION_LIFETIME_SECONDS: i64 = 600;
 /// Bound on getting a managed-identity token: the SDK's own retries may otherwise run for a
 /// minute, longer than the database lease that guards a refresh.
 const MANAGED_IDENTITY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,27 +99,43 @@ impl AppCredential {
     /// the first certificate is the one registered on the app.
     fn from_pem_file(path: &Path) -> anyhow::Result<Self> {
         let shown = path.display();
-        let text = std::fs::read(path).with_context(|| format!("{CERTIFICATE_VAR}: cannot read {shown}"))?;
+        let text = std::fs::read(path)
+            .with_context(|| format!("{CERTIFICATE_VAR}: cannot read {shown}"))?;
         // The parse error is dropped on purpose: it is generic, and the file holds a key.
-        let blocks = pem::parse_many(&text).map_err(|_| anyhow!("{CERTIFICATE_VAR}: {shown} is not a PEM file"))?;
+        let blocks = pem::parse_many(&text)
+            .map_err(|_| anyhow!("{CERTIFICATE_VAR}: {shown} is not a PEM file"))?;
         let certificate = blocks
             .iter()
             .find(|block| block.tag() == "CERTIFICATE")
             .ok_or_else(|| anyhow!("{CERTIFICATE_VAR}: {shown} holds no CERTIFICATE block"))?;
-        let Some(key) = blocks.iter().find(|b| matches!(b.tag(), "PRIVATE KEY" | "RSA PRIVATE KEY")) else {
+        let Some(key) = blocks
+            .iter()
+            .find(|b| matches!(b.tag(), "PRIVATE KEY" | "RSA PRIVATE KEY"))
+        else {
             if blocks.iter().any(|b| b.tag() == "ENCRYPTED PRIVATE KEY") {
-                return Err(anyhow!("{CERTIFICATE_VAR}: {shown}: encrypted private keys are not supported"));
+                return Err(anyhow!(
+                    "{CERTIFICATE_VAR}: {shown}: encrypted private keys are not supported"
+                ));
             }
-            return Err(anyhow!("{CERTIFICATE_VAR}: {shown} holds no RSA private key"));
+            return Err(anyhow!(
+                "{CERTIFICATE_VAR}: {shown} holds no RSA private key"
+            ));
         };
-        let key = EncodingKey::from_rsa_pem(pem::encode(key).as_bytes())
-            .map_err(|_| anyhow!("{CERTIFICATE_VAR}: {shown}: the private key is not an RSA key"))?;
+        let key = EncodingKey::from_rsa_pem(pem::encode(key).as_bytes()).map_err(|_| {
+            anyhow!("{CERTIFICATE_VAR}: {shown}: the private key is not an RSA key")
+        })?;
         let x5t = URL_SAFE_NO_PAD.encode(Sha1::digest(certificate.contents()));
         let x5t_s256 = URL_SAFE_NO_PAD.encode(Sha256::digest(certificate.contents()));
         // Parsing the key does not prove it can sign; find out now rather than on the first
         // user's request.
-        sign_assertion(&key, &x5t, &x5t_s256, "probe", "https://probe.invalid/token")
-            .map_err(|_| anyhow!("{CERTIFICATE_VAR}: {shown}: the private key cannot sign RS256"))?;
+        sign_assertion(
+            &key,
+            &x5t,
+            &x5t_s256,
+            "probe",
+            "https://probe.invalid/token",
+        )
+        .map_err(|_| anyhow!("{CERTIFICATE_VAR}: {shown}: the private key cannot sign RS256"))?;
         Ok(Self::Certificate { key, x5t, x5t_s256 })
     }
 
@@ -131,15 +147,23 @@ impl AppCredential {
         token_endpoint: &str,
     ) -> Result<Vec<(&'static str, String)>, IdpError> {
         let assertion = match self {
-            Self::Secret(secret) => return Ok(vec![("client_secret", secret.expose_secret().to_owned())]),
+            Self::Secret(secret) => {
+                return Ok(vec![("client_secret", secret.expose_secret().to_owned())])
+            }
             Self::Certificate { key, x5t, x5t_s256 } => {
                 sign_assertion(key, x5t, x5t_s256, client_id, token_endpoint).map_err(|_| {
-                    IdpError::Misconfigured { error: "client_assertion".into(), code: None }
+                    IdpError::Misconfigured {
+                        error: "client_assertion".into(),
+                        code: None,
+                    }
                 })?
             }
             Self::ManagedIdentity(credential) => federated_assertion(credential.as_ref()).await?,
         };
-        Ok(vec![("client_assertion_type", JWT_BEARER_ASSERTION.to_owned()), ("client_assertion", assertion)])
+        Ok(vec![
+            ("client_assertion_type", JWT_BEARER_ASSERTION.to_owned()),
+            ("client_assertion", assertion),
+        ])
     }
 }
 
@@ -156,7 +180,6 @@ fn sign_assertion(
     header.x5t = Some(x5t.to_owned());
     header.x5t_s256 = Some(x5t_s256.to_owned());
     let now = chrono::Utc::now().timestamp();
-    let lifetime = i64::try_from(ASSERTION_LIFETIME.as_secs()).unwrap_or(600);
     let claims = AssertionClaims {
         aud: token_endpoint,
         iss: client_id,
@@ -164,7 +187,7 @@ fn sign_assertion(
         jti: uuid::Uuid::new_v4().to_string(),
         nbf: now,
         iat: now,
-        exp: now + lifetime,
+        exp: now + ASSERTION_LIFETIME_SECONDS,
     };
     jsonwebtoken::encode(&header, &claims, key)
 }
@@ -202,12 +225,18 @@ pub(super) mod tests {
 
     /// The test key in PKCS#8 PEM.
     pub(in crate::idp) fn test_key_pem() -> String {
-        TEST_KEY.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8 encoding").to_string()
+        TEST_KEY
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("PKCS#8 encoding")
+            .to_string()
     }
 
     /// The test key's public half for `jsonwebtoken`.
     pub(in crate::idp) fn test_decoding_key() -> DecodingKey {
-        DecodingKey::from_rsa_raw_components(&TEST_KEY.n().to_bytes_be(), &TEST_KEY.e().to_bytes_be())
+        DecodingKey::from_rsa_raw_components(
+            &TEST_KEY.n().to_bytes_be(),
+            &TEST_KEY.e().to_bytes_be(),
+        )
     }
 
     /// A PEM file with the test key and a self-signed certificate over it, plus the
@@ -227,49 +256,88 @@ pub(super) mod tests {
     #[tokio::test]
     async fn certificate_assertions_are_signed_rs256_with_both_thumbprints() {
         let (file, der) = certificate_file();
-        let credential = AppCredential::from_settings(&ClientCredential::Certificate(file.path().into()), None).unwrap();
+        let credential =
+            AppCredential::from_settings(&ClientCredential::Certificate(file.path().into()), None)
+                .unwrap();
         assert_eq!(format!("{credential:?}"), "AppCredential::Certificate(..)");
         let endpoint = "https://login.example/tid/oauth2/v2.0/token";
         let fields = credential.form_fields("my-client", endpoint).await.unwrap();
-        assert_eq!(fields[0], ("client_assertion_type", JWT_BEARER_ASSERTION.to_owned()));
+        assert_eq!(
+            fields[0],
+            ("client_assertion_type", JWT_BEARER_ASSERTION.to_owned())
+        );
         let assertion = &fields[1].1;
         let header = jsonwebtoken::decode_header(assertion).unwrap();
         assert_eq!(header.alg, Algorithm::RS256);
-        assert_eq!(header.x5t.as_deref(), Some(URL_SAFE_NO_PAD.encode(Sha1::digest(&der)).as_str()));
-        assert_eq!(header.x5t_s256.as_deref(), Some(URL_SAFE_NO_PAD.encode(Sha256::digest(&der)).as_str()));
+        assert_eq!(
+            header.x5t.as_deref(),
+            Some(URL_SAFE_NO_PAD.encode(Sha1::digest(&der)).as_str())
+        );
+        assert_eq!(
+            header.x5t_s256.as_deref(),
+            Some(URL_SAFE_NO_PAD.encode(Sha256::digest(&der)).as_str())
+        );
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&[endpoint]);
         validation.set_issuer(&["my-client"]);
-        let claims = jsonwebtoken::decode::<serde_json::Value>(assertion, &test_decoding_key(), &validation).unwrap().claims;
+        let claims =
+            jsonwebtoken::decode::<serde_json::Value>(assertion, &test_decoding_key(), &validation)
+                .unwrap()
+                .claims;
         assert_eq!(claims["sub"], "my-client");
         assert!(uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).is_ok());
-        let (nbf, exp) = (claims["nbf"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
+        let (nbf, exp) = (
+            claims["nbf"].as_i64().unwrap(),
+            claims["exp"].as_i64().unwrap(),
+        );
         assert_eq!(claims["iat"].as_i64(), Some(nbf));
         assert_eq!(exp - nbf, 600);
     }
 
     #[test]
     fn certificate_errors_name_the_variable_and_not_the_key() {
-        let missing = AppCredential::from_settings(&ClientCredential::Certificate("/nonexistent/cert.pem".into()), None);
-        assert!(missing.unwrap_err().to_string().starts_with(CERTIFICATE_VAR));
+        let missing = AppCredential::from_settings(
+            &ClientCredential::Certificate("/nonexistent/cert.pem".into()),
+            None,
+        );
+        assert!(missing
+            .unwrap_err()
+            .to_string()
+            .starts_with(CERTIFICATE_VAR));
         let key_only = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(key_only.path(), test_key_pem()).unwrap();
-        let error = AppCredential::from_settings(&ClientCredential::Certificate(key_only.path().into()), None)
-            .unwrap_err()
-            .to_string();
-        assert!(error.starts_with(CERTIFICATE_VAR) && error.contains("CERTIFICATE"), "{error}");
+        let error = AppCredential::from_settings(
+            &ClientCredential::Certificate(key_only.path().into()),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with(CERTIFICATE_VAR) && error.contains("CERTIFICATE"),
+            "{error}"
+        );
         assert!(!error.contains("MII"), "the message must not quote the key");
         let garbage = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(garbage.path(), "not a pem").unwrap();
-        let error = AppCredential::from_settings(&ClientCredential::Certificate(garbage.path().into()), None);
+        let error = AppCredential::from_settings(
+            &ClientCredential::Certificate(garbage.path().into()),
+            None,
+        );
         assert!(error.unwrap_err().to_string().starts_with(CERTIFICATE_VAR));
     }
 
     #[tokio::test]
     async fn secrets_go_in_the_form_but_never_in_debug() {
-        let credential = AppCredential::from_settings(&ClientCredential::Secret(SecretString::from("s3cret")), None).unwrap();
+        let credential = AppCredential::from_settings(
+            &ClientCredential::Secret(SecretString::from("s3cret")),
+            None,
+        )
+        .unwrap();
         assert_eq!(format!("{credential:?}"), "AppCredential::Secret(..)");
-        let fields = credential.form_fields("client", "https://login.example/t/oauth2/v2.0/token").await.unwrap();
+        let fields = credential
+            .form_fields("client", "https://login.example/t/oauth2/v2.0/token")
+            .await
+            .unwrap();
         assert_eq!(fields, vec![("client_secret", "s3cret".to_owned())]);
     }
 }

@@ -70,9 +70,9 @@ impl IdpError {
     /// `error_description` text.
     pub fn code(&self) -> String {
         match self {
-            Self::BadAssertion { error, code } | Self::Misconfigured { error, code } | Self::Reauth { error, code, .. } => {
-                join(error, *code)
-            }
+            Self::BadAssertion { error, code }
+            | Self::Misconfigured { error, code }
+            | Self::Reauth { error, code, .. } => join(error, *code),
             Self::Protocol(_) => "protocol".into(),
             Self::Throttled { .. } => "throttled".into(),
             Self::Timeout => "timeout".into(),
@@ -132,7 +132,13 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Reads `Retry-After` as integer seconds (the form Entra uses), capped at an hour.
 pub(super) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let seconds = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    let seconds = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
     Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
@@ -163,14 +169,20 @@ pub(super) fn classify(
     }
     let suberror = body.and_then(|b| b.suberror.as_deref()).map(sanitize);
     match error.as_str() {
-        "invalid_grant" if suberror.as_deref().is_some_and(|s| NOT_USER_FIXABLE.contains(&s)) => {
+        "invalid_grant"
+            if suberror
+                .as_deref()
+                .is_some_and(|s| NOT_USER_FIXABLE.contains(&s)) =>
+        {
             IdpError::Misconfigured { error, code }
         }
         "invalid_grant" | "interaction_required" | "consent_required" => IdpError::Reauth {
             error,
             code,
             suberror,
-            claims: body.and_then(|b| b.claims.clone()).filter(|c| !c.is_empty()),
+            claims: body
+                .and_then(|b| b.claims.clone())
+                .filter(|c| !c.is_empty()),
         },
         // invalid_client, unauthorized_client, invalid_scope, invalid_resource,
         // unsupported_grant_type, invalid_request, and anything new: an operator must look.
@@ -180,7 +192,7 @@ pub(super) fn classify(
 
 /// Entra's `error`/`suberror` are short ASCII codes; anything else is replaced, so a broken or
 /// hostile answer cannot put free text into logs, API answers or the database.
-fn sanitize(value: &str) -> String {
+pub(super) fn sanitize(value: &str) -> String {
     let is_code = !value.is_empty()
         && value.len() <= 64
         && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -209,14 +221,26 @@ mod tests {
             Grant::RefreshToken,
             serde_json::json!({"error": "invalid_grant", "error_codes": [70008], "error_description": "AADSTS70008: secret stuff"}),
         );
-        assert!(matches!(&error, IdpError::Reauth { code: Some(70008), .. }), "{error:?}");
+        assert!(
+            matches!(
+                &error,
+                IdpError::Reauth {
+                    code: Some(70008),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
         assert_eq!(error.code(), "invalid_grant:70008");
         assert!(!format!("{error} {error:?}").contains("secret stuff"));
     }
 
     #[test]
     fn loop_detection_is_throttling_not_reauth() {
-        let error = bad_request(Grant::RefreshToken, serde_json::json!({"error": "invalid_grant", "error_codes": [50196]}));
+        let error = bad_request(
+            Grant::RefreshToken,
+            serde_json::json!({"error": "invalid_grant", "error_codes": [50196]}),
+        );
         assert!(matches!(error, IdpError::Throttled { .. }));
         assert_eq!(error.code(), "throttled");
     }
@@ -224,10 +248,22 @@ mod tests {
     #[test]
     fn assertion_problems_are_bad_assertions_only_for_obo() {
         let json = serde_json::json!({"error": "invalid_grant", "error_codes": [500133]});
-        assert!(matches!(bad_request(Grant::OnBehalfOf, json.clone()), IdpError::BadAssertion { code: Some(500133), .. }));
-        assert!(matches!(bad_request(Grant::RefreshToken, json), IdpError::Reauth { .. }));
+        assert!(matches!(
+            bad_request(Grant::OnBehalfOf, json.clone()),
+            IdpError::BadAssertion {
+                code: Some(500133),
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad_request(Grant::RefreshToken, json),
+            IdpError::Reauth { .. }
+        ));
         let id_token = serde_json::json!({"error": "invalid_request", "error_codes": [240002]});
-        assert!(matches!(bad_request(Grant::OnBehalfOf, id_token), IdpError::BadAssertion { .. }));
+        assert!(matches!(
+            bad_request(Grant::OnBehalfOf, id_token),
+            IdpError::BadAssertion { .. }
+        ));
     }
 
     #[test]
@@ -238,8 +274,16 @@ mod tests {
             serde_json::json!({"error": "interaction_required", "error_codes": [50079], "suberror": "basic_action", "claims": claims}),
         );
         match error {
-            IdpError::Reauth { error, code, suberror, claims: Some(got) } => {
-                assert_eq!((error.as_str(), code, suberror.as_deref()), ("interaction_required", Some(50079), Some("basic_action")));
+            IdpError::Reauth {
+                error,
+                code,
+                suberror,
+                claims: Some(got),
+            } => {
+                assert_eq!(
+                    (error.as_str(), code, suberror.as_deref()),
+                    ("interaction_required", Some(50079), Some("basic_action"))
+                );
                 assert_eq!(got, claims);
             }
             other => panic!("unexpected {other:?}"),
@@ -248,24 +292,64 @@ mod tests {
 
     #[test]
     fn configuration_errors_are_misconfigured() {
-        for name in ["invalid_client", "unauthorized_client", "invalid_scope", "invalid_resource", "unsupported_grant_type", "invalid_request", "something_new"] {
-            let error = classify(Grant::RefreshToken, StatusCode::UNAUTHORIZED, None, Some(&body(serde_json::json!({"error": name}))));
-            assert!(matches!(&error, IdpError::Misconfigured { error, .. } if error == name), "{name}");
+        for name in [
+            "invalid_client",
+            "unauthorized_client",
+            "invalid_scope",
+            "invalid_resource",
+            "unsupported_grant_type",
+            "invalid_request",
+            "something_new",
+        ] {
+            let error = classify(
+                Grant::RefreshToken,
+                StatusCode::UNAUTHORIZED,
+                None,
+                Some(&body(serde_json::json!({"error": name}))),
+            );
+            assert!(
+                matches!(&error, IdpError::Misconfigured { error, .. } if error == name),
+                "{name}"
+            );
         }
-        let mismatch = bad_request(Grant::RefreshToken, serde_json::json!({"error": "invalid_grant", "suberror": "client_mismatch"}));
+        let mismatch = bad_request(
+            Grant::RefreshToken,
+            serde_json::json!({"error": "invalid_grant", "suberror": "client_mismatch"}),
+        );
         assert!(matches!(mismatch, IdpError::Misconfigured { .. }));
     }
 
     #[test]
     fn status_decides_when_the_body_says_nothing() {
         let seven = Some(Duration::from_secs(7));
-        assert!(matches!(classify(Grant::OnBehalfOf, StatusCode::TOO_MANY_REQUESTS, seven, None), IdpError::Throttled { retry_after } if retry_after == seven));
-        assert!(matches!(classify(Grant::OnBehalfOf, StatusCode::SERVICE_UNAVAILABLE, None, None), IdpError::Unavailable { retry_after: None }));
-        assert!(matches!(classify(Grant::OnBehalfOf, StatusCode::BAD_REQUEST, None, None), IdpError::Protocol(_)));
-        let transient = bad_request(Grant::RefreshToken, serde_json::json!({"error": "temporarily_unavailable"}));
+        assert!(
+            matches!(classify(Grant::OnBehalfOf, StatusCode::TOO_MANY_REQUESTS, seven, None), IdpError::Throttled { retry_after } if retry_after == seven)
+        );
+        assert!(matches!(
+            classify(
+                Grant::OnBehalfOf,
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                None
+            ),
+            IdpError::Unavailable { retry_after: None }
+        ));
+        assert!(matches!(
+            classify(Grant::OnBehalfOf, StatusCode::BAD_REQUEST, None, None),
+            IdpError::Protocol(_)
+        ));
+        let transient = bad_request(
+            Grant::RefreshToken,
+            serde_json::json!({"error": "temporarily_unavailable"}),
+        );
         assert!(matches!(transient, IdpError::Unavailable { .. }));
         // A failing STS never kills a grant, whatever its body says.
-        let odd = classify(Grant::RefreshToken, StatusCode::BAD_GATEWAY, None, Some(&body(serde_json::json!({"error": "invalid_grant"}))));
+        let odd = classify(
+            Grant::RefreshToken,
+            StatusCode::BAD_GATEWAY,
+            None,
+            Some(&body(serde_json::json!({"error": "invalid_grant"}))),
+        );
         assert!(matches!(odd, IdpError::Unavailable { .. }));
     }
 
@@ -276,16 +360,28 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
         headers.insert(reqwest::header::RETRY_AFTER, "999999".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
-        headers.insert(reqwest::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&headers), None);
     }
 
     #[test]
     fn codes_never_carry_free_text() {
-        let error = bad_request(Grant::RefreshToken, serde_json::json!({"error": "invalid_grant eyJhbGciOi.secret token", "error_codes": [70000]}));
+        let error = bad_request(
+            Grant::RefreshToken,
+            serde_json::json!({"error": "invalid_grant eyJhbGciOi.secret token", "error_codes": [70000]}),
+        );
         assert_eq!(error.code(), "unknown_error:70000");
         assert_eq!(IdpError::Timeout.code(), "timeout");
-        assert_eq!(IdpError::Unavailable { retry_after: None }.code(), "unavailable");
-        assert_eq!(IdpError::Protocol("no access_token".into()).code(), "protocol");
+        assert_eq!(
+            IdpError::Unavailable { retry_after: None }.code(),
+            "unavailable"
+        );
+        assert_eq!(
+            IdpError::Protocol("no access_token".into()).code(),
+            "protocol"
+        );
     }
 }

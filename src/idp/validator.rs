@@ -174,14 +174,22 @@ struct FetchError(String);
 
 impl TokenValidator {
     /// A validator for tokens issued to `client_id` by tenants in `allowed_tenants`.
-    pub fn new(http: reqwest::Client, authority_host: Url, client_id: String, allowed_tenants: AllowedTenants) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        authority_host: Url,
+        client_id: String,
+        allowed_tenants: AllowedTenants,
+    ) -> Self {
         let audiences = [format!("api://{client_id}"), client_id];
         Self {
             http,
             authority: authority_host.as_str().trim_end_matches('/').to_owned(),
             audiences,
             allowed_tenants,
-            tenants: Cache::builder().max_capacity(MAX_TENANTS).time_to_live(KEYS_TTL).build(),
+            tenants: Cache::builder()
+                .max_capacity(MAX_TENANTS)
+                .time_to_live(KEYS_TTL)
+                .build(),
             refetches: refetch_gate(REFETCH_INTERVAL),
             refetch_interval: REFETCH_INTERVAL,
         }
@@ -210,9 +218,13 @@ impl TokenValidator {
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let keys = self.keys_with(&tenant, &kid).await?;
         let key = keys.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
-        let claims = jsonwebtoken::decode::<Claims>(unverified_token, key, &self.validation(&tenant, &keys.issuer))
-            .map_err(|error| token_error(error.kind()))?
-            .claims;
+        let claims = jsonwebtoken::decode::<Claims>(
+            unverified_token,
+            key,
+            &self.validation(&tenant, &keys.issuer),
+        )
+        .map_err(|error| token_error(error.kind()))?
+        .claims;
         validated(tenant, claims)
     }
 
@@ -266,22 +278,36 @@ impl TokenValidator {
     }
 
     async fn fetch_tenant(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, FetchError> {
-        let url = format!("{}/{tenant}/v2.0/.well-known/openid-configuration", self.authority);
+        let url = format!(
+            "{}/{tenant}/v2.0/.well-known/openid-configuration",
+            self.authority
+        );
         let discovery: Discovery = self.get_json(&url).await?;
         // A tenant-specific document names the tenant; a templated (multi-tenant) issuer is
         // made concrete, so that tokens of one tenant can never pass as another's.
         let issuer = discovery.issuer.replace("{tenantid}", tenant.as_str());
         if !issuer.contains(tenant.as_str()) {
-            return Err(FetchError(format!("the discovery issuer does not name the tenant ({issuer})")));
+            return Err(FetchError(format!(
+                "the discovery issuer does not name the tenant ({issuer})"
+            )));
         }
-        let jwks_uri = Url::parse(&discovery.jwks_uri).map_err(|_| FetchError("jwks_uri is not a URL".into()))?;
+        let jwks_uri = Url::parse(&discovery.jwks_uri)
+            .map_err(|_| FetchError("jwks_uri is not a URL".into()))?;
         // Keys must come from the authority itself, not from wherever a document points.
-        let authority = Url::parse(&self.authority).map_err(|_| FetchError("bad authority".into()))?;
+        let authority =
+            Url::parse(&self.authority).map_err(|_| FetchError("bad authority".into()))?;
         if jwks_uri.origin() != authority.origin() {
-            return Err(FetchError(format!("jwks_uri is not on the authority host ({jwks_uri})")));
+            return Err(FetchError(format!(
+                "jwks_uri is not on the authority host ({jwks_uri})"
+            )));
         }
         let keys = self.fetch_keys(tenant, &issuer, &jwks_uri).await?;
-        Ok(Arc::new(TenantKeys { issuer, jwks_uri, keys, fetched_at: Instant::now() }))
+        Ok(Arc::new(TenantKeys {
+            issuer,
+            jwks_uri,
+            keys,
+            fetched_at: Instant::now(),
+        }))
     }
 
     async fn fetch_keys(
@@ -318,7 +344,8 @@ impl TokenValidator {
         let body = read_limited(response, MAX_METADATA_BYTES)
             .await
             .map_err(|error| FetchError(format!("GET {url}: {error}")))?;
-        serde_json::from_slice(&body).map_err(|_| FetchError(format!("GET {url}: not the expected JSON")))
+        serde_json::from_slice(&body)
+            .map_err(|_| FetchError(format!("GET {url}: not the expected JSON")))
     }
 }
 
@@ -333,7 +360,10 @@ impl TokenValidator {
 }
 
 fn refetch_gate(interval: Duration) -> Cache<TenantId, Option<Arc<TenantKeys>>> {
-    Cache::builder().max_capacity(MAX_TENANTS).time_to_live(interval).build()
+    Cache::builder()
+        .max_capacity(MAX_TENANTS)
+        .time_to_live(interval)
+        .build()
 }
 
 /// Keeps RSA signature keys whose own `issuer` (if any) is the tenant's.
@@ -356,7 +386,8 @@ fn signing_key(jwk: Jwk, tenant: &TenantId, issuer: &str) -> Option<(String, Dec
 /// Splits a compact JWS and reads its header and `tid` without verifying anything.
 fn peek(token: &str) -> Result<(RawHeader, UnverifiedClaims), TokenError> {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
@@ -364,7 +395,9 @@ fn peek(token: &str) -> Result<(RawHeader, UnverifiedClaims), TokenError> {
 }
 
 fn decode_part<T: DeserializeOwned>(part: &str) -> Result<T, TokenError> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
 }
 
@@ -388,15 +421,26 @@ fn validated(tenant: TenantId, claims: Claims) -> Result<ValidatedToken, TokenEr
     if TenantId::parse(&claims.tid).ok().as_ref() != Some(&tenant) {
         return Err(TokenError::Malformed);
     }
-    let object_id = claims.oid.as_deref().map(UserId::parse).transpose().map_err(|_| TokenError::Malformed)?;
+    let object_id = claims
+        .oid
+        .as_deref()
+        .map(UserId::parse)
+        .transpose()
+        .map_err(|_| TokenError::Malformed)?;
     let app_only = claims.idtyp.as_deref() == Some("app")
         || (claims.scp.is_none() && claims.oid.is_some() && claims.oid == claims.sub);
     let scopes = claims
         .scp
         .as_deref()
-        .map(|scp| scp.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .map(|scp| {
+            scp.split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
-    let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).ok_or(TokenError::Malformed)?;
+    let expires_at =
+        chrono::DateTime::from_timestamp(claims.exp, 0).ok_or(TokenError::Malformed)?;
     Ok(ValidatedToken {
         tenant_id: tenant,
         object_id,
@@ -450,7 +494,10 @@ mod tests {
         }
 
         fn requests(&self) -> (usize, usize) {
-            (self.discovery.load(Ordering::SeqCst), self.jwks.load(Ordering::SeqCst))
+            (
+                self.discovery.load(Ordering::SeqCst),
+                self.jwks.load(Ordering::SeqCst),
+            )
         }
     }
 
@@ -473,7 +520,10 @@ mod tests {
         if entra.down.load(Ordering::SeqCst) {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
-        let (n, e) = (URL_SAFE_NO_PAD.encode(TEST_KEY.n().to_bytes_be()), URL_SAFE_NO_PAD.encode(TEST_KEY.e().to_bytes_be()));
+        let (n, e) = (
+            URL_SAFE_NO_PAD.encode(TEST_KEY.n().to_bytes_be()),
+            URL_SAFE_NO_PAD.encode(TEST_KEY.e().to_bytes_be()),
+        );
         let issuer = format!("{}/{{tenantid}}/v2.0", entra.base());
         let keys: Vec<_> = entra
             .kids
@@ -491,7 +541,10 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         *entra.base.lock().unwrap() = format!("http://{}", listener.local_addr().unwrap());
         let app = Router::new()
-            .route("/{tid}/v2.0/.well-known/openid-configuration", get(discovery))
+            .route(
+                "/{tid}/v2.0/.well-known/openid-configuration",
+                get(discovery),
+            )
             .route("/{tid}/discovery/v2.0/keys", get(jwks))
             .with_state(entra.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -500,9 +553,17 @@ mod tests {
 
     /// A validator over plain HTTP (the real client is https-only), allowing only `TENANT`.
     fn validator(entra: &Entra) -> TokenValidator {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
         let tenants = AllowedTenants::Only(vec![TenantId::parse(TENANT).unwrap()]);
-        TokenValidator::new(http, Url::parse(&entra.base()).unwrap(), CLIENT_ID.into(), tenants)
+        TokenValidator::new(
+            http,
+            Url::parse(&entra.base()).unwrap(),
+            CLIENT_ID.into(),
+            tenants,
+        )
     }
 
     fn now() -> i64 {
@@ -535,14 +596,18 @@ mod tests {
     }
 
     fn unsigned(header: serde_json::Value, claims: &serde_json::Value) -> String {
-        let part = |value: &serde_json::Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap());
+        let part =
+            |value: &serde_json::Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap());
         format!("{}.{}.", part(&header), part(claims))
     }
 
     #[tokio::test]
     async fn v2_user_tokens_are_accepted_with_their_claims() {
         let entra = entra().await;
-        let token = validator(&entra).validate(&mint("k1", &v2_user_claims(&entra))).await.unwrap();
+        let token = validator(&entra)
+            .validate(&mint("k1", &v2_user_claims(&entra)))
+            .await
+            .unwrap();
         assert_eq!(token.tenant_id.as_str(), TENANT);
         assert_eq!(token.object_id.as_ref().map(UserId::as_str), Some(USER));
         assert_eq!(token.app_id.as_deref(), Some(CALLER_APP));
@@ -559,13 +624,22 @@ mod tests {
             "aud": format!("api://{CLIENT_ID}"), "iss": format!("https://sts.windows.net/{TENANT}/"), "tid": TENANT,
             "oid": USER, "sub": USER, "appid": CALLER_APP, "roles": ["OboVault.Act"], "ver": "1.0", "exp": now() + 600,
         });
-        let token = validator(&entra).validate(&mint("k1", &claims)).await.unwrap();
+        let token = validator(&entra)
+            .validate(&mint("k1", &claims))
+            .await
+            .unwrap();
         assert!(token.app_only);
         assert_eq!(token.roles, vec!["OboVault.Act"]);
         assert_eq!(token.app_id.as_deref(), Some(CALLER_APP));
         assert!(token.scopes.is_empty());
         let marked = with(v2_user_claims(&entra), json!({"idtyp": "app", "scp": null}));
-        assert!(validator(&entra).validate(&mint("k1", &marked)).await.unwrap().app_only);
+        assert!(
+            validator(&entra)
+                .validate(&mint("k1", &marked))
+                .await
+                .unwrap()
+                .app_only
+        );
     }
 
     #[tokio::test]
@@ -574,15 +648,28 @@ mod tests {
         let validator = validator(&entra);
         let base = v2_user_claims(&entra);
         let cases = [
-            (json!({"aud": "00000003-0000-0000-c000-000000000000"}), TokenError::WrongAudience),
+            (
+                json!({"aud": "00000003-0000-0000-c000-000000000000"}),
+                TokenError::WrongAudience,
+            ),
             (json!({"aud": null}), TokenError::WrongAudience),
-            (json!({"iss": format!("{}/{OTHER_TENANT}/v2.0", entra.base())}), TokenError::WrongIssuer),
-            (json!({"iss": format!("https://sts.windows.net/{OTHER_TENANT}/")}), TokenError::WrongIssuer),
+            (
+                json!({"iss": format!("{}/{OTHER_TENANT}/v2.0", entra.base())}),
+                TokenError::WrongIssuer,
+            ),
+            (
+                json!({"iss": format!("https://sts.windows.net/{OTHER_TENANT}/")}),
+                TokenError::WrongIssuer,
+            ),
             (json!({"iss": null}), TokenError::WrongIssuer),
         ];
         for (changes, expected) in cases {
             let token = mint("k1", &with(base.clone(), changes.clone()));
-            assert_eq!(validator.validate(&token).await.unwrap_err(), expected, "{changes}");
+            assert_eq!(
+                validator.validate(&token).await.unwrap_err(),
+                expected,
+                "{changes}"
+            );
         }
     }
 
@@ -591,7 +678,13 @@ mod tests {
         let entra = entra().await;
         let validator = validator(&entra);
         let base = v2_user_claims(&entra);
-        let within_skew = mint("k1", &with(base.clone(), json!({"exp": now() - 200, "nbf": now() + 200})));
+        let within_skew = mint(
+            "k1",
+            &with(
+                base.clone(),
+                json!({"exp": now() - 200, "nbf": now() + 200}),
+            ),
+        );
         assert!(validator.validate(&within_skew).await.is_ok());
         let cases = [
             (json!({"exp": now() - 400}), TokenError::Expired),
@@ -600,7 +693,11 @@ mod tests {
         ];
         for (changes, expected) in cases {
             let token = mint("k1", &with(base.clone(), changes.clone()));
-            assert_eq!(validator.validate(&token).await.unwrap_err(), expected, "{changes}");
+            assert_eq!(
+                validator.validate(&token).await.unwrap_err(),
+                expected,
+                "{changes}"
+            );
         }
     }
 
@@ -610,13 +707,27 @@ mod tests {
         let validator = validator(&entra);
         let claims = v2_user_claims(&entra);
         let none = unsigned(json!({"alg": "none", "typ": "JWT", "kid": "k1"}), &claims);
-        assert_eq!(validator.validate(&none).await.unwrap_err(), TokenError::UnsupportedAlgorithm);
+        assert_eq!(
+            validator.validate(&none).await.unwrap_err(),
+            TokenError::UnsupportedAlgorithm
+        );
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("k1".into());
-        let hs256 = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"public key as secret")).unwrap();
-        assert_eq!(validator.validate(&hs256).await.unwrap_err(), TokenError::UnsupportedAlgorithm);
+        let hs256 = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(b"public key as secret"),
+        )
+        .unwrap();
+        assert_eq!(
+            validator.validate(&hs256).await.unwrap_err(),
+            TokenError::UnsupportedAlgorithm
+        );
         let ps256 = unsigned(json!({"alg": "PS256", "kid": "k1"}), &claims);
-        assert_eq!(validator.validate(&ps256).await.unwrap_err(), TokenError::UnsupportedAlgorithm);
+        assert_eq!(
+            validator.validate(&ps256).await.unwrap_err(),
+            TokenError::UnsupportedAlgorithm
+        );
         assert_eq!(entra.requests(), (0, 0));
     }
 
@@ -624,28 +735,61 @@ mod tests {
     async fn tampered_tokens_fail_the_signature() {
         let entra = entra().await;
         let good = mint("k1", &v2_user_claims(&entra));
-        let other = mint("k1", &with(v2_user_claims(&entra), json!({"oid": "00000000-0000-4000-8000-000000000000"})));
-        let [header, _, signature] = good.split('.').collect::<Vec<_>>()[..] else { unreachable!() };
+        let other = mint(
+            "k1",
+            &with(
+                v2_user_claims(&entra),
+                json!({"oid": "00000000-0000-4000-8000-000000000000"}),
+            ),
+        );
+        let [header, _, signature] = good.split('.').collect::<Vec<_>>()[..] else {
+            unreachable!()
+        };
         let payload = other.split('.').nth(1).unwrap();
         let forged = format!("{header}.{payload}.{signature}");
-        assert_eq!(validator(&entra).validate(&forged).await.unwrap_err(), TokenError::BadSignature);
+        assert_eq!(
+            validator(&entra).validate(&forged).await.unwrap_err(),
+            TokenError::BadSignature
+        );
     }
 
     #[tokio::test]
     async fn foreign_tenants_and_junk_are_refused_without_a_request() {
         let entra = entra().await;
         let validator = validator(&entra);
-        let foreign = mint("k1", &with(v2_user_claims(&entra), json!({"tid": OTHER_TENANT})));
-        assert_eq!(validator.validate(&foreign).await.unwrap_err(), TokenError::TenantNotAllowed);
-        let common = mint("k1", &with(v2_user_claims(&entra), json!({"tid": "common"})));
-        assert_eq!(validator.validate(&common).await.unwrap_err(), TokenError::Malformed);
+        let foreign = mint(
+            "k1",
+            &with(v2_user_claims(&entra), json!({"tid": OTHER_TENANT})),
+        );
+        assert_eq!(
+            validator.validate(&foreign).await.unwrap_err(),
+            TokenError::TenantNotAllowed
+        );
+        let common = mint(
+            "k1",
+            &with(v2_user_claims(&entra), json!({"tid": "common"})),
+        );
+        assert_eq!(
+            validator.validate(&common).await.unwrap_err(),
+            TokenError::Malformed
+        );
         let no_tid = mint("k1", &with(v2_user_claims(&entra), json!({"tid": null})));
-        assert_eq!(validator.validate(&no_tid).await.unwrap_err(), TokenError::Malformed);
+        assert_eq!(
+            validator.validate(&no_tid).await.unwrap_err(),
+            TokenError::Malformed
+        );
         for junk in ["", "abc", "a.b.c", "a.b.c.d.e", "eyJ.eyJ.x"] {
-            assert_eq!(validator.validate(junk).await.unwrap_err(), TokenError::Malformed, "{junk}");
+            assert_eq!(
+                validator.validate(junk).await.unwrap_err(),
+                TokenError::Malformed,
+                "{junk}"
+            );
         }
         let oversized = format!("{}.{}.sig", "a".repeat(8 * 1024), "b".repeat(8 * 1024));
-        assert_eq!(validator.validate(&oversized).await.unwrap_err(), TokenError::Malformed);
+        assert_eq!(
+            validator.validate(&oversized).await.unwrap_err(),
+            TokenError::Malformed
+        );
         assert_eq!(entra.requests(), (0, 0));
     }
 
@@ -657,11 +801,23 @@ mod tests {
         let claims = v2_user_claims(&entra);
         validator.validate(&mint("k1", &claims)).await.unwrap();
         // Keys fetched just now are current: no refetch.
-        assert_eq!(validator.validate(&mint("garbage", &claims)).await.unwrap_err(), TokenError::UnknownKey);
+        assert_eq!(
+            validator
+                .validate(&mint("garbage", &claims))
+                .await
+                .unwrap_err(),
+            TokenError::UnknownKey
+        );
         assert_eq!(entra.requests(), (1, 1));
         tokio::time::sleep(interval + Duration::from_millis(50)).await;
         for _ in 0..3 {
-            assert_eq!(validator.validate(&mint("garbage", &claims)).await.unwrap_err(), TokenError::UnknownKey);
+            assert_eq!(
+                validator
+                    .validate(&mint("garbage", &claims))
+                    .await
+                    .unwrap_err(),
+                TokenError::UnknownKey
+            );
         }
         assert_eq!(entra.requests(), (1, 2), "one refetch, then the gate holds");
         // A rotated-in key is found by the next allowed refetch.
@@ -689,7 +845,10 @@ mod tests {
         let validator = validator(&entra);
         let token = mint("k1", &v2_user_claims(&entra));
         entra.down.store(true, Ordering::SeqCst);
-        assert_eq!(validator.validate(&token).await.unwrap_err(), TokenError::MetadataUnavailable);
+        assert_eq!(
+            validator.validate(&token).await.unwrap_err(),
+            TokenError::MetadataUnavailable
+        );
         entra.down.store(false, Ordering::SeqCst);
         assert!(validator.validate(&token).await.is_ok());
     }
@@ -697,6 +856,9 @@ mod tests {
     #[test]
     fn error_texts_are_for_clients() {
         assert_eq!(TokenError::Expired.to_string(), "the token has expired");
-        assert_eq!(TokenError::TenantNotAllowed.to_string(), "the token's tenant is not allowed to use this service");
+        assert_eq!(
+            TokenError::TenantNotAllowed.to_string(),
+            "the token's tenant is not allowed to use this service"
+        );
     }
 }

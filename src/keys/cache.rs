@@ -26,7 +26,10 @@ impl CachedKeys {
     pub fn new(source: Arc<dyn KeySource>, latest_ttl: Duration) -> Self {
         Self {
             source,
-            latest: Cache::builder().max_capacity(MAX_VERSIONS).time_to_live(latest_ttl).build(),
+            latest: Cache::builder()
+                .max_capacity(MAX_VERSIONS)
+                .time_to_live(latest_ttl)
+                .build(),
             versions: Cache::builder().max_capacity(MAX_VERSIONS).build(),
         }
     }
@@ -39,7 +42,9 @@ impl CachedKeys {
         self.latest
             .try_get_with(owned.clone(), async move {
                 let key = source.latest(&owned).await?;
-                versions.insert((owned, key.version.clone()), key.clone()).await;
+                versions
+                    .insert((owned, key.version.clone()), key.clone())
+                    .await;
                 Ok(key)
             })
             .await
@@ -58,7 +63,10 @@ impl CachedKeys {
         let source = self.source.clone();
         let key = (name.to_owned(), version.to_owned());
         self.versions
-            .try_get_with(key.clone(), async move { source.version(&key.0, &key.1).await })
+            .try_get_with(
+                key.clone(),
+                async move { source.version(&key.0, &key.1).await },
+            )
             .await
             .map_err(|error: Arc<KeyError>| (*error).clone())
     }
@@ -66,7 +74,9 @@ impl CachedKeys {
     /// Adds a new version and makes it the cached latest.
     pub async fn rotate(&self, name: &str) -> Result<VersionedKey, KeyError> {
         let key = self.source.rotate(name).await?;
-        self.versions.insert((name.to_owned(), key.version.clone()), key.clone()).await;
+        self.versions
+            .insert((name.to_owned(), key.version.clone()), key.clone())
+            .await;
         self.latest.insert(name.to_owned(), key.clone()).await;
         Ok(key)
     }
@@ -109,7 +119,10 @@ mod tests {
             if version == "missing" {
                 return Err(KeyError::NotFound(name.into()));
             }
-            Ok(VersionedKey { version: version.into(), ..key(name, 0) })
+            Ok(VersionedKey {
+                version: version.into(),
+                ..key(name, 0)
+            })
         }
         async fn rotate(&self, name: &str) -> Result<VersionedKey, KeyError> {
             Ok(key(name, self.current.fetch_add(1, Ordering::SeqCst) + 1))

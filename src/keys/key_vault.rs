@@ -154,7 +154,12 @@ impl KeySource for KeyVaultKeys {
 
 fn classify(name: &str, error: &azure_core::Error) -> KeyError {
     let kind = error.kind();
-    let ErrorKind::HttpResponse { status, error_code, raw_response } = kind else {
+    let ErrorKind::HttpResponse {
+        status,
+        error_code,
+        raw_response,
+    } = kind
+    else {
         tracing::warn!(key.name = %name, error.kind = %kind, "Key Vault unreachable");
         return KeyError::Unavailable;
     };

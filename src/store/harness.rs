@@ -6,10 +6,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use chrono::{DateTime, Duration as Span, TimeZone, Utc};
+use secrecy::SecretString;
 use sqlx::{Connection, Executor, PgConnection};
 
-use super::{connect, TokenStore};
+use super::{connect, DueClaim, Lease, SealedGrant, TokenRecord, TokenStore};
+use crate::domain::{TenantId, UserId, UserKey};
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -31,27 +33,46 @@ impl Backend {
 /// Runs `check` on a fresh SQLite file, then on a fresh Postgres database.
 pub(super) async fn on_both<F, Fut>(check: F)
 where
-    F: Fn(Backend) -> Fut,
+    F: Fn(Backend) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = SecretString::from(format!("sqlite://{}", dir.path().join("store.db").display()));
+    let url = SecretString::from(format!(
+        "sqlite://{}",
+        dir.path().join("store.db").display()
+    ));
     let store = connect(&url).await.expect("open sqlite");
-    check(Backend { name: "sqlite", url, store }).await;
+    check(Backend {
+        name: "sqlite",
+        url,
+        store,
+    })
+    .await;
 
+    with_postgres(|url| async move {
+        let store = connect(&url).await.expect("open postgres");
+        check(Backend {
+            name: "postgres",
+            url,
+            store,
+        })
+        .await;
+    })
+    .await;
+}
+
+/// Runs `check` with the URL of a fresh Postgres database, dropped afterwards even when
+/// `check` panics. Does nothing when no server answers and `CI` is unset.
+pub(super) async fn with_postgres<F, Fut>(check: F)
+where
+    F: FnOnce(SecretString) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let Some(database) = PgDatabase::create().await else {
         return;
     };
-    let url = database.url.clone();
-    let store = match connect(&url).await {
-        Ok(store) => store,
-        Err(error) => {
-            database.drop().await;
-            panic!("open postgres: {error:?}");
-        }
-    };
     // Spawned so a failed assertion still lets us drop the database before re-raising it.
-    let outcome = tokio::spawn(check(Backend { name: "postgres", url, store })).await;
+    let outcome = tokio::spawn(check(database.url.clone())).await;
     database.drop().await;
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
@@ -59,21 +80,24 @@ where
 }
 
 /// A database created for one test and dropped after it.
-pub(super) struct PgDatabase {
+struct PgDatabase {
     admin_url: String,
     name: String,
-    pub(super) url: SecretString,
+    url: SecretString,
 }
 
 impl PgDatabase {
     /// `None` when no server answers and `CI` is unset.
-    pub(super) async fn create() -> Option<Self> {
+    async fn create() -> Option<Self> {
         let admin_url =
             std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
         let mut admin = match admin_connection(&admin_url).await {
             Ok(admin) => admin,
             Err(reason) => {
-                assert!(std::env::var_os("CI").is_none(), "CI needs Postgres: {reason}");
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI needs Postgres: {reason}"
+                );
                 eprintln!("skipping the Postgres half of this test: {reason}");
                 return None;
             }
@@ -82,11 +106,15 @@ impl PgDatabase {
         create_database(&mut admin, &name).await;
         let mut url = url::Url::parse(&admin_url).expect("TEST_POSTGRES_URL is a URL");
         url.set_path(&name);
-        Some(Self { admin_url, name, url: SecretString::from(url.to_string()) })
+        Some(Self {
+            admin_url,
+            name,
+            url: SecretString::from(url.to_string()),
+        })
     }
 
     /// Drops the database, closing the test's connections first.
-    pub(super) async fn drop(self) {
+    async fn drop(self) {
         let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         match admin_connection(&self.admin_url).await {
             Ok(mut admin) => {
@@ -96,11 +124,6 @@ impl PgDatabase {
             }
             Err(reason) => eprintln!("could not drop {}: {reason}", self.name),
         }
-    }
-
-    /// The database URL, for tests that open their own pool.
-    pub(super) fn url(&self) -> &str {
-        self.url.expose_secret()
     }
 }
 
@@ -126,4 +149,82 @@ async fn create_database(admin: &mut PgConnection, name: &str) {
             Err(error) => panic!("cannot create the test database: {error}"),
         }
     }
+}
+
+// Fixtures shared by the contract tests.
+
+pub(super) const KEY: &str = "obo-vault-tenant";
+
+pub(super) fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+pub(super) fn hours(n: i64) -> Span {
+    Span::hours(n)
+}
+
+pub(super) fn user(n: u32) -> UserKey {
+    UserKey {
+        tenant_id: TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").expect("guid"),
+        user_id: UserId::parse(&format!("00000000-0000-0000-0000-{n:012}")).expect("guid"),
+    }
+}
+
+pub(super) fn grant(sealed: &str, version: &str) -> SealedGrant {
+    SealedGrant {
+        sealed_refresh_token: sealed.as_bytes().to_vec(),
+        key_name: KEY.into(),
+        key_version: version.into(),
+    }
+}
+
+pub(super) fn lease(owner: &str, until: DateTime<Utc>) -> Lease {
+    Lease {
+        owner: owner.into(),
+        until,
+    }
+}
+
+pub(super) fn claim(version: &str, now: DateTime<Utc>, owner: &str, limit: i64) -> DueClaim {
+    DueClaim {
+        key_name: KEY.into(),
+        latest_version: version.into(),
+        refreshed_before: now - hours(24),
+        now,
+        lease: lease(owner, now + Span::minutes(5)),
+        limit,
+    }
+}
+
+/// Connects user `n` with a token sealed under `version`, refreshed at `refreshed_at`.
+pub(super) async fn seed(
+    store: &dyn TokenStore,
+    n: u32,
+    version: &str,
+    refreshed_at: DateTime<Utc>,
+) {
+    store
+        .connect(&user(n), &grant("rt", version), "User.Read", refreshed_at)
+        .await
+        .expect("connect");
+}
+
+pub(super) async fn get(store: &dyn TokenStore, n: u32) -> TokenRecord {
+    store
+        .find(&user(n))
+        .await
+        .expect("find")
+        .expect("row exists")
+}
+
+pub(super) fn user_numbers(rows: &[TokenRecord]) -> Vec<String> {
+    rows.iter()
+        .map(|row| {
+            row.key.user_id.as_str()[24..]
+                .trim_start_matches('0')
+                .to_owned()
+        })
+        .collect()
 }

@@ -5,6 +5,8 @@
 //! by a short lease (`lease_owner`, `lease_until`) that is never held inside a transaction.
 
 #[cfg(test)]
+mod claim_tests;
+#[cfg(test)]
 mod contract_tests;
 #[cfg(test)]
 mod harness;
@@ -14,6 +16,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod steps;
 
 use std::sync::Arc;
 
@@ -239,7 +242,8 @@ fn is_transient_database_error(error: &dyn sqlx::error::DatabaseError) -> bool {
 pub trait TokenStore: Send + Sync {
     /// Inserts the user's row, or replaces its token after a new setup: status `active`,
     /// failures and lease cleared, `refreshed_at = now`, `revision` incremented.
-    /// `created_at` is kept when the row existed.
+    /// `created_at` is kept when the row existed. A new row's revision is its creation time in
+    /// microseconds, so revisions are not reused when a user disconnects and connects again.
     async fn connect(
         &self,
         key: &UserKey,
@@ -315,9 +319,9 @@ pub trait TokenStore: Send + Sync {
     /// statement itself; rows leased by someone else, in back-off, or not active are skipped.
     async fn claim_due(&self, claim: &DueClaim) -> Result<Vec<TokenRecord>, StoreError>;
 
-    /// Appends access records and keeps only the newest `keep` per user.
-    async fn record_accesses(&self, records: &[AccessRecord], keep: i64)
-        -> Result<(), StoreError>;
+    /// Appends access records and keeps only the newest `keep` per user. Records of users
+    /// without a row (deleted meanwhile) are dropped, not an error.
+    async fn record_accesses(&self, records: &[AccessRecord], keep: i64) -> Result<(), StoreError>;
 
     /// The newest `limit` access records of a user, newest first.
     async fn recent_accesses(

@@ -6,10 +6,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::query::{Query, QueryAs};
+use sqlx::{FromRow, PgPool, Postgres};
 
-use super::rows::{distinct_users, refused_lease, RawAccess, RawRecord, LEASE_ATTEMPTS};
+use super::rows::{distinct_users, RawAccess, RawRecord};
+use super::steps::{self, Steps};
 use super::{sql, AccessRecord, Connected, DueClaim, Lease, LeaseAttempt, SealedGrant};
 use super::{KeyVersionCount, StatusReport, StoreError, TokenRecord, TokenStore};
 use crate::domain::UserKey;
@@ -23,6 +25,23 @@ pub struct PostgresStore {
 }
 
 type Raw = RawRecord<DateTime<Utc>>;
+
+/// A statement addressing one row: `$1` tenant id, `$2` user id.
+fn keyed<'q>(statement: &'q str, key: &'q UserKey) -> Query<'q, Postgres, PgArguments> {
+    sqlx::query(statement)
+        .bind(key.tenant_id.as_str())
+        .bind(key.user_id.as_str())
+}
+
+/// Like [`keyed`], decoding rows as `O`.
+fn keyed_as<'q, O>(statement: &'q str, key: &'q UserKey) -> QueryAs<'q, Postgres, O, PgArguments>
+where
+    O: for<'r> FromRow<'r, PgRow>,
+{
+    sqlx::query_as(statement)
+        .bind(key.tenant_id.as_str())
+        .bind(key.user_id.as_str())
+}
 
 fn record(raw: Raw) -> Result<TokenRecord, StoreError> {
     raw.into_record(Ok)
@@ -45,32 +64,6 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
-    async fn find_row(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError> {
-        let raw: Option<Raw> = sqlx::query_as(sql::FIND)
-            .bind(key.tenant_id.as_str())
-            .bind(key.user_id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        raw.map(record).transpose()
-    }
-
-    async fn try_lease(
-        &self,
-        key: &UserKey,
-        lease: &Lease,
-        now: DateTime<Utc>,
-    ) -> Result<Option<TokenRecord>, StoreError> {
-        let raw: Option<Raw> = sqlx::query_as(sql::ACQUIRE_LEASE)
-            .bind(key.tenant_id.as_str())
-            .bind(key.user_id.as_str())
-            .bind(&lease.owner)
-            .bind(lease.until)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        raw.map(record).transpose()
-    }
-
     async fn save_grant(
         &self,
         statement: &'static str,
@@ -80,9 +73,7 @@ impl PostgresStore {
         now: Option<DateTime<Utc>>,
         owner: &str,
     ) -> Result<bool, StoreError> {
-        let query = sqlx::query(statement)
-            .bind(key.tenant_id.as_str())
-            .bind(key.user_id.as_str())
+        let query = keyed(statement, key)
             .bind(expected_revision)
             .bind(&grant.sealed_refresh_token)
             .bind(&grant.key_name)
@@ -96,6 +87,51 @@ impl PostgresStore {
     }
 }
 
+impl Steps for PostgresStore {
+    async fn write_grant(
+        &self,
+        statement: &'static str,
+        key: &UserKey,
+        grant: &SealedGrant,
+        scopes: &str,
+        now: DateTime<Utc>,
+        first_revision: Option<i64>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let query = keyed_as(statement, key)
+            .bind(&grant.sealed_refresh_token)
+            .bind(&grant.key_name)
+            .bind(&grant.key_version)
+            .bind(scopes)
+            .bind(now);
+        let query = match first_revision {
+            Some(revision) => query.bind(revision),
+            None => query,
+        };
+        let raw: Option<Raw> = query.fetch_optional(&self.pool).await?;
+        raw.map(record).transpose()
+    }
+
+    async fn try_lease(
+        &self,
+        key: &UserKey,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let raw: Option<Raw> = keyed_as(sql::ACQUIRE_LEASE, key)
+            .bind(&lease.owner)
+            .bind(lease.until)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        raw.map(record).transpose()
+    }
+
+    async fn find_row(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError> {
+        let raw: Option<Raw> = keyed_as(sql::FIND, key).fetch_optional(&self.pool).await?;
+        raw.map(record).transpose()
+    }
+}
+
 #[async_trait]
 impl TokenStore for PostgresStore {
     #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
@@ -106,19 +142,7 @@ impl TokenStore for PostgresStore {
         scopes: &str,
         now: DateTime<Utc>,
     ) -> Result<Connected, StoreError> {
-        let raw: Raw = sqlx::query_as(sql::INSERT_OR_RECONNECT)
-            .bind(key.tenant_id.as_str())
-            .bind(key.user_id.as_str())
-            .bind(&grant.sealed_refresh_token)
-            .bind(&grant.key_name)
-            .bind(&grant.key_version)
-            .bind(scopes)
-            .bind(now)
-            .fetch_one(&self.pool)
-            .await?;
-        let record = record(raw)?;
-        // Every update bumps the revision, so 1 means the row was just inserted.
-        Ok(Connected { created: record.revision == 1, record })
+        steps::connect(self, key, grant, scopes, now).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
@@ -129,11 +153,7 @@ impl TokenStore for PostgresStore {
     #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
     async fn delete(&self, key: &UserKey) -> Result<bool, StoreError> {
         // The access history goes with the row (ON DELETE CASCADE).
-        let done = sqlx::query(sql::DELETE)
-            .bind(key.tenant_id.as_str())
-            .bind(key.user_id.as_str())
-            .execute(&self.pool)
-            .await?;
+        let done = keyed(sql::DELETE, key).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -144,23 +164,12 @@ impl TokenStore for PostgresStore {
         lease: &Lease,
         now: DateTime<Utc>,
     ) -> Result<LeaseAttempt, StoreError> {
-        for _ in 0..LEASE_ATTEMPTS {
-            if let Some(row) = self.try_lease(key, lease, now).await? {
-                return Ok(LeaseAttempt::Acquired(row));
-            }
-            if let Some(refused) = refused_lease(self.find_row(key).await?, &lease.owner, now) {
-                return Ok(refused);
-            }
-        }
-        // The lease keeps changing hands under us: report it busy, the caller retries later.
-        Ok(LeaseAttempt::Held(now))
+        steps::acquire_lease(self, key, lease, now).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
     async fn release_lease(&self, key: &UserKey, owner: &str) -> Result<(), StoreError> {
-        sqlx::query(sql::RELEASE_LEASE)
-            .bind(key.tenant_id.as_str())
-            .bind(key.user_id.as_str())
+        keyed(sql::RELEASE_LEASE, key)
             .bind(owner)
             .execute(&self.pool)
             .await?;
@@ -176,8 +185,15 @@ impl TokenStore for PostgresStore {
         now: DateTime<Utc>,
         owner: &str,
     ) -> Result<bool, StoreError> {
-        self.save_grant(sql::SAVE_REFRESHED, key, expected_revision, grant, Some(now), owner)
-            .await
+        self.save_grant(
+            sql::SAVE_REFRESHED,
+            key,
+            expected_revision,
+            grant,
+            Some(now),
+            owner,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
@@ -188,8 +204,15 @@ impl TokenStore for PostgresStore {
         grant: &SealedGrant,
         owner: &str,
     ) -> Result<bool, StoreError> {
-        self.save_grant(sql::SAVE_RESEALED, key, expected_revision, grant, None, owner)
-            .await
+        self.save_grant(
+            sql::SAVE_RESEALED,
+            key,
+            expected_revision,
+            grant,
+            None,
+            owner,
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
@@ -200,9 +223,7 @@ impl TokenStore for PostgresStore {
         reason: &str,
         owner: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(sql::MARK_REAUTH_REQUIRED)
-            .bind(key.tenant_id.as_str())
-            .bind(key.user_id.as_str())
+        let done = keyed(sql::MARK_REAUTH_REQUIRED, key)
             .bind(expected_revision)
             .bind(reason)
             .bind(owner)
@@ -219,9 +240,7 @@ impl TokenStore for PostgresStore {
         error_code: &str,
         next_attempt_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(sql::RECORD_FAILURE)
-            .bind(key.tenant_id.as_str())
-            .bind(key.user_id.as_str())
+        keyed(sql::RECORD_FAILURE, key)
             .bind(owner)
             .bind(error_code)
             .bind(next_attempt_at)
@@ -232,7 +251,9 @@ impl TokenStore for PostgresStore {
 
     #[tracing::instrument(skip_all)]
     async fn key_names(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(sql::KEY_NAMES).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_scalar(sql::KEY_NAMES)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     #[tracing::instrument(skip_all, fields(key.name = %claim.key_name, limit = claim.limit))]
@@ -250,7 +271,10 @@ impl TokenStore for PostgresStore {
             .bind(claim.limit)
             .fetch_all(&self.pool)
             .await?;
-        let mut rows = raws.into_iter().map(record).collect::<Result<Vec<_>, _>>()?;
+        let mut rows = raws
+            .into_iter()
+            .map(record)
+            .collect::<Result<Vec<_>, _>>()?;
         // RETURNING has no order; callers get the oldest first.
         rows.sort_by_key(|row| row.refreshed_at);
         Ok(rows)
@@ -263,9 +287,7 @@ impl TokenStore for PostgresStore {
         }
         let mut tx = self.pool.begin().await?;
         for access in records {
-            sqlx::query(sql::INSERT_ACCESS)
-                .bind(access.key.tenant_id.as_str())
-                .bind(access.key.user_id.as_str())
+            keyed(sql::INSERT_ACCESS, &access.key)
                 .bind(access.at)
                 .bind(&access.caller_app_id)
                 .bind(&access.method)
@@ -276,9 +298,7 @@ impl TokenStore for PostgresStore {
                 .await?;
         }
         for user in distinct_users(records) {
-            sqlx::query(sql::TRIM_ACCESSES_POSTGRES)
-                .bind(user.tenant_id.as_str())
-                .bind(user.user_id.as_str())
+            keyed(sql::TRIM_ACCESSES_POSTGRES, user)
                 .bind(keep.max(0))
                 .execute(&mut *tx)
                 .await?;
@@ -293,9 +313,7 @@ impl TokenStore for PostgresStore {
         key: &UserKey,
         limit: i64,
     ) -> Result<Vec<AccessRecord>, StoreError> {
-        let raws: Vec<RawAccess<DateTime<Utc>>> = sqlx::query_as(sql::RECENT_ACCESSES)
-            .bind(key.tenant_id.as_str())
-            .bind(key.user_id.as_str())
+        let raws: Vec<RawAccess<DateTime<Utc>>> = keyed_as(sql::RECENT_ACCESSES, key)
             .bind(limit.max(0))
             .fetch_all(&self.pool)
             .await?;
@@ -304,14 +322,22 @@ impl TokenStore for PostgresStore {
 
     #[tracing::instrument(skip_all)]
     async fn status_report(&self, now: DateTime<Utc>) -> Result<StatusReport, StoreError> {
-        let by_status = sqlx::query_as(sql::COUNT_BY_STATUS).fetch_all(&self.pool).await?;
-        let by_key_version: Vec<(String, String, i64)> =
-            sqlx::query_as(sql::COUNT_BY_KEY_VERSION).fetch_all(&self.pool).await?;
-        let (oldest_refreshed_at, leased, backing_off) =
-            sqlx::query_as(sql::SUMMARY).bind(now).fetch_one(&self.pool).await?;
+        let by_status = sqlx::query_as(sql::COUNT_BY_STATUS)
+            .fetch_all(&self.pool)
+            .await?;
+        let by_key_version: Vec<(String, String, i64)> = sqlx::query_as(sql::COUNT_BY_KEY_VERSION)
+            .fetch_all(&self.pool)
+            .await?;
+        let (oldest_refreshed_at, leased, backing_off) = sqlx::query_as(sql::SUMMARY)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(StatusReport {
             by_status,
-            by_key_version: by_key_version.into_iter().map(KeyVersionCount::from).collect(),
+            by_key_version: by_key_version
+                .into_iter()
+                .map(KeyVersionCount::from)
+                .collect(),
             oldest_refreshed_at,
             leased,
             backing_off,

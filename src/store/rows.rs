@@ -117,9 +117,6 @@ pub(super) fn refused_lease(
     }
 }
 
-/// How often `acquire_lease` retries when the lease was freed between its update and read.
-pub(super) const LEASE_ATTEMPTS: usize = 3;
-
 /// The distinct users among `records`, in first-seen order, for the per-user history trim.
 pub(super) fn distinct_users(records: &[AccessRecord]) -> Vec<&UserKey> {
     let mut users: Vec<&UserKey> = Vec::new();
@@ -133,6 +130,10 @@ pub(super) fn distinct_users(records: &[AccessRecord]) -> Vec<&UserKey> {
 
 impl From<(String, String, i64)> for super::KeyVersionCount {
     fn from((key_name, key_version, rows): (String, String, i64)) -> Self {
-        Self { key_name, key_version, rows }
+        Self {
+            key_name,
+            key_version,
+            rows,
+        }
     }
 }

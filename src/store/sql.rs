@@ -3,36 +3,57 @@
 //! Parameters: `$1` tenant id and `$2` user id wherever a single row is addressed. In SQLite
 //! timestamps are bound as fixed-width UTC text, so the same comparisons order by time.
 
-pub(super) const INSERT_OR_RECONNECT: &str = "
-    INSERT INTO user_tokens (tenant_id, user_id, sealed_refresh_token, key_name, key_version,
-                             status, scopes, created_at, refreshed_at)
-    VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)
-    ON CONFLICT (tenant_id, user_id) DO UPDATE SET
-        sealed_refresh_token = EXCLUDED.sealed_refresh_token,
-        key_name = EXCLUDED.key_name,
-        key_version = EXCLUDED.key_version,
-        status = 'active',
-        status_reason = NULL,
-        scopes = EXCLUDED.scopes,
-        refreshed_at = EXCLUDED.refreshed_at,
-        revision = user_tokens.revision + 1,
-        lease_owner = NULL,
-        lease_until = NULL,
-        failure_count = 0,
-        next_attempt_at = NULL,
-        last_error = NULL
-    RETURNING *";
+/// Every `user_tokens` column, in place of `*`: a Postgres statement prepared with `*` fails
+/// ("cached plan must not change result type") once a rolling deploy adds a column.
+macro_rules! token_columns {
+    () => {
+        "tenant_id, user_id, sealed_refresh_token, key_name, key_version, status, status_reason, \
+         scopes, created_at, refreshed_at, revision, lease_owner, lease_until, failure_count, \
+         next_attempt_at, last_error"
+    };
+}
 
-pub(super) const FIND: &str = "SELECT * FROM user_tokens WHERE tenant_id = $1 AND user_id = $2";
+/// `$3`..`$5` grant, `$6` scopes, `$7` now, `$8` first revision. Returns no row when the user
+/// is already connected; `RECONNECT` then replaces the grant.
+pub(super) const INSERT_NEW: &str = concat!(
+    "INSERT INTO user_tokens (tenant_id, user_id, sealed_refresh_token, key_name, key_version,
+                              status, scopes, created_at, refreshed_at, revision)
+     VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7, $8)
+     ON CONFLICT (tenant_id, user_id) DO NOTHING
+     RETURNING ",
+    token_columns!()
+);
+
+/// `$3`..`$5` grant, `$6` scopes, `$7` now. A new grant resets every piece of bookkeeping but
+/// `created_at`; the revision moves on, so writers still holding the old one are refused.
+pub(super) const RECONNECT: &str = concat!(
+    "UPDATE user_tokens SET
+         sealed_refresh_token = $3, key_name = $4, key_version = $5,
+         status = 'active', status_reason = NULL, scopes = $6, refreshed_at = $7,
+         revision = revision + 1,
+         lease_owner = NULL, lease_until = NULL,
+         failure_count = 0, next_attempt_at = NULL, last_error = NULL
+     WHERE tenant_id = $1 AND user_id = $2
+     RETURNING ",
+    token_columns!()
+);
+
+pub(super) const FIND: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM user_tokens WHERE tenant_id = $1 AND user_id = $2"
+);
 
 pub(super) const DELETE: &str = "DELETE FROM user_tokens WHERE tenant_id = $1 AND user_id = $2";
 
 /// `$3` owner, `$4` until, `$5` now. Our own lease may be extended.
-pub(super) const ACQUIRE_LEASE: &str = "
-    UPDATE user_tokens SET lease_owner = $3, lease_until = $4
-    WHERE tenant_id = $1 AND user_id = $2 AND status = 'active'
-      AND (lease_until IS NULL OR lease_until < $5 OR lease_owner = $3)
-    RETURNING *";
+pub(super) const ACQUIRE_LEASE: &str = concat!(
+    "UPDATE user_tokens SET lease_owner = $3, lease_until = $4
+     WHERE tenant_id = $1 AND user_id = $2 AND status = 'active'
+       AND (lease_until IS NULL OR lease_until < $5 OR lease_owner = $3)
+     RETURNING ",
+    token_columns!()
+);
 
 /// `$3` owner.
 pub(super) const RELEASE_LEASE: &str = "
@@ -84,10 +105,14 @@ pub(super) const KEY_NAMES: &str =
 ///
 /// Three index range scans, each stopping after `$7` free rows: due by age (oldest first), and
 /// on a version sorting below or above the latest (`<>` cannot use an index). The union is cut
-/// to the `$7` oldest and leased in this statement. `FOR UPDATE SKIP LOCKED` makes a concurrent
+/// to the `$7` oldest and leased in this statement. The version scans go in (version, age)
+/// order because a re-sealed row keeps `refreshed_at` but leaves these ranges, so a rotation
+/// run never re-reads its own work; with one old version (the usual case) the batch is exactly
+/// the oldest due rows, with several it is the oldest of the lowest old version first. `FOR UPDATE SKIP LOCKED` makes a concurrent
 /// claimer skip rows being claimed here; once we commit, its re-check sees our lease. Row locks
 /// end with the statement: nothing stays locked while the timer calls Entra.
-pub(super) const CLAIM_DUE_POSTGRES: &str = "
+pub(super) const CLAIM_DUE_POSTGRES: &str = concat!(
+    "
     WITH by_age AS (
         SELECT tenant_id, user_id, refreshed_at FROM user_tokens
         WHERE key_name = $1 AND status = 'active' AND refreshed_at < $2
@@ -113,23 +138,26 @@ pub(super) const CLAIM_DUE_POSTGRES: &str = "
         LIMIT $7
         FOR UPDATE SKIP LOCKED
     ), picked AS (
-        SELECT tenant_id, user_id FROM (
+        SELECT tenant_id AS picked_tenant_id, user_id AS picked_user_id FROM (
             SELECT * FROM by_age UNION SELECT * FROM below_latest UNION SELECT * FROM above_latest
         ) AS due
         ORDER BY refreshed_at
         LIMIT $7
     )
-    UPDATE user_tokens AS t SET lease_owner = $5, lease_until = $6
+    UPDATE user_tokens SET lease_owner = $5, lease_until = $6
     FROM picked
-    WHERE t.tenant_id = picked.tenant_id AND t.user_id = picked.user_id
-    RETURNING t.*";
+    WHERE tenant_id = picked_tenant_id AND user_id = picked_user_id
+    RETURNING ",
+    token_columns!()
+);
 
 /// Parameters as in [`CLAIM_DUE_POSTGRES`], same three index range scans. SQLite runs one writer
 /// at a time, so the single statement is the whole claim; no row lock exists or is needed.
 /// `INDEXED BY` pins the plan: with skewed statistics SQLite was seen to read the age branch
 /// through the key-version index and sort the whole key, and it errors rather than ignoring
 /// an index that cannot serve the query.
-pub(super) const CLAIM_DUE_SQLITE: &str = "
+pub(super) const CLAIM_DUE_SQLITE: &str = concat!(
+    "
     UPDATE user_tokens SET lease_owner = $5, lease_until = $6
     WHERE rowid IN (
         SELECT id FROM (
@@ -163,7 +191,9 @@ pub(super) const CLAIM_DUE_SQLITE: &str = "
         ORDER BY refreshed_at
         LIMIT $7
     )
-    RETURNING *";
+    RETURNING ",
+    token_columns!()
+);
 
 /// `$3` at, `$4` caller, `$5` method, `$6` path, `$7` downstream status, `$8` refreshed.
 /// A user deleted meanwhile gets no history instead of a foreign-key error.
@@ -193,7 +223,8 @@ pub(super) const TRIM_ACCESSES_SQLITE: &str = "
 
 /// `$3` limit.
 pub(super) const RECENT_ACCESSES: &str = "
-    SELECT * FROM user_token_accesses
+    SELECT tenant_id, user_id, at, caller_app_id, method, path, downstream_status, refreshed
+    FROM user_token_accesses
     WHERE tenant_id = $1 AND user_id = $2
     ORDER BY at DESC, id DESC
     LIMIT $3";

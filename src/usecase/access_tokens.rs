@@ -41,7 +41,12 @@ impl CachedAccessToken {
 struct UntilUsable;
 
 impl Expiry<UserKey, Arc<CachedAccessToken>> for UntilUsable {
-    fn expire_after_create(&self, _: &UserKey, value: &Arc<CachedAccessToken>, now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &UserKey,
+        value: &Arc<CachedAccessToken>,
+        now: Instant,
+    ) -> Option<Duration> {
         Some(value.usable_until.saturating_duration_since(now))
     }
 }
@@ -62,7 +67,10 @@ impl AccessTokenCache {
     /// An empty cache.
     pub fn new() -> Self {
         Self {
-            cache: Cache::builder().max_capacity(MAX_USERS).expire_after(UntilUsable).build(),
+            cache: Cache::builder()
+                .max_capacity(MAX_USERS)
+                .expire_after(UntilUsable)
+                .build(),
         }
     }
 

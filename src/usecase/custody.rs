@@ -17,13 +17,28 @@ use crate::store::{SealedGrant, StoreError, TokenRecord};
 /// Opens the refresh token stored on `row`.
 pub(crate) async fn open_stored(app: &App, row: &TokenRecord) -> Result<RefreshToken, FlowError> {
     let key = app.keys.version(&row.key_name, &row.key_version).await?;
-    let label = KeyLabel { name: &row.key_name, version: &row.key_version };
-    Ok(crypto::open(&row.sealed_refresh_token, &row.key, label, &key.key)?)
+    let label = KeyLabel {
+        name: &row.key_name,
+        version: &row.key_version,
+    };
+    Ok(crypto::open(
+        &row.sealed_refresh_token,
+        &row.key,
+        label,
+        &key.key,
+    )?)
 }
 
 /// Seals `token` for `owner` under `key`.
-pub(crate) fn seal_with(key: &VersionedKey, owner: &UserKey, token: &RefreshToken) -> Result<SealedGrant, FlowError> {
-    let label = KeyLabel { name: &key.name, version: &key.version };
+pub(crate) fn seal_with(
+    key: &VersionedKey,
+    owner: &UserKey,
+    token: &RefreshToken,
+) -> Result<SealedGrant, FlowError> {
+    let label = KeyLabel {
+        name: &key.name,
+        version: &key.version,
+    };
     Ok(SealedGrant {
         sealed_refresh_token: crypto::seal(token, owner, label, &key.key)?,
         key_name: key.name.clone(),
@@ -33,12 +48,19 @@ pub(crate) fn seal_with(key: &VersionedKey, owner: &UserKey, token: &RefreshToke
 
 /// The latest key of the user's tenant.
 pub(crate) async fn latest_key(app: &App, owner: &UserKey) -> Result<VersionedKey, FlowError> {
-    Ok(app.keys.latest(&app.key_settings.key_name(&owner.tenant_id)).await?)
+    Ok(app
+        .keys
+        .latest(&app.key_settings.key_name(&owner.tenant_id))
+        .await?)
 }
 
 /// Redeems `token` at Entra. The result carries the refresh token to store next: the new one,
 /// or the one just used when Entra sent none (keeping it is what MSAL does).
-pub(crate) async fn redeem(app: &App, owner: &UserKey, token: RefreshToken) -> Result<(TokenSet, RefreshToken), FlowError> {
+pub(crate) async fn redeem(
+    app: &App,
+    owner: &UserKey,
+    token: RefreshToken,
+) -> Result<(TokenSet, RefreshToken), FlowError> {
     let mut set = app
         .entra
         .redeem_refresh_token(&owner.tenant_id, &token, &app.downstream_settings.scopes)
@@ -49,7 +71,12 @@ pub(crate) async fn redeem(app: &App, owner: &UserKey, token: RefreshToken) -> R
 
 /// Saves a refreshed grant by compare-and-set, retrying while the database is unavailable.
 /// `Ok(false)` means the row changed meanwhile (a new setup or a delete) and was left alone.
-pub(crate) async fn save_refreshed(app: &App, row: &TokenRecord, grant: &SealedGrant, owner: &str) -> Result<bool, FlowError> {
+pub(crate) async fn save_refreshed(
+    app: &App,
+    row: &TokenRecord,
+    grant: &SealedGrant,
+    owner: &str,
+) -> Result<bool, FlowError> {
     let attempt = || async {
         app.store
             .save_refreshed(&row.key, row.revision, grant, Utc::now(), owner)
@@ -62,8 +89,17 @@ pub(crate) async fn save_refreshed(app: &App, row: &TokenRecord, grant: &SealedG
 }
 
 /// Saves a re-sealed grant by compare-and-set, retrying while the database is unavailable.
-pub(crate) async fn save_resealed(app: &App, row: &TokenRecord, grant: &SealedGrant, owner: &str) -> Result<bool, FlowError> {
-    let attempt = || async { app.store.save_resealed(&row.key, row.revision, grant, owner).await };
+pub(crate) async fn save_resealed(
+    app: &App,
+    row: &TokenRecord,
+    grant: &SealedGrant,
+    owner: &str,
+) -> Result<bool, FlowError> {
+    let attempt = || async {
+        app.store
+            .save_resealed(&row.key, row.revision, grant, owner)
+            .await
+    };
     Ok(attempt
         .retry(save_backoff())
         .when(|error| matches!(error, StoreError::Unavailable(_)))

@@ -44,9 +44,15 @@ pub async fn do_work(
     if !app.entra_settings.allowed_tenants.allows(&owner.tenant_id) {
         return Err(FlowError::TenantNotAllowed);
     }
-    let row = app.store.find(owner).await?.ok_or(FlowError::NotConnected)?;
+    let row = app
+        .store
+        .find(owner)
+        .await?
+        .ok_or(FlowError::NotConnected)?;
     if row.status != TokenStatus::Active {
-        return Err(FlowError::ReauthRequired { reason: row.status_reason });
+        return Err(FlowError::ReauthRequired {
+            reason: row.status_reason,
+        });
     }
     let (save_sender, save_receiver) = oneshot::channel::<PendingSave>();
     let token = app
@@ -69,7 +75,9 @@ pub async fn do_work(
         }
         // The previous refresh token is still on the row and Entra keeps it valid, so nothing
         // is lost; the next refresh rotates again.
-        Some(Ok(Err(error))) => tracing::error!(alert = true, error = %error, "failed to save the rotated refresh token"),
+        Some(Ok(Err(error))) => {
+            tracing::error!(alert = true, error = %error, "failed to save the rotated refresh token")
+        }
         Some(Err(error)) => tracing::error!(alert = true, error = %error, "the save task failed"),
     }
     let response = response?;
@@ -86,12 +94,19 @@ pub async fn do_work(
         downstream_status: Some(i32::from(response.status)),
         refreshed,
     });
-    Ok(WorkDone { response, refreshed })
+    Ok(WorkDone {
+        response,
+        refreshed,
+    })
 }
 
 /// The cache-miss path: lease, re-read, redeem, then hand the save to a task of its own so it
 /// completes even if the caller goes away.
-async fn refresh(app: Arc<App>, owner: UserKey, save_sender: oneshot::Sender<PendingSave>) -> Result<Arc<CachedAccessToken>, FlowError> {
+async fn refresh(
+    app: Arc<App>,
+    owner: UserKey,
+    save_sender: oneshot::Sender<PendingSave>,
+) -> Result<Arc<CachedAccessToken>, FlowError> {
     let row = acquire_lease(&app, &owner).await?;
     let lease_owner = app.instance_id.clone();
     let stored = match custody::open_stored(&app, &row).await {
@@ -106,9 +121,13 @@ async fn refresh(app: Arc<App>, owner: UserKey, save_sender: oneshot::Sender<Pen
         Err(FlowError::Idp(IdpError::Reauth { error, code, .. })) => {
             let reason = code.map_or(error.clone(), |code| format!("{error}:{code}"));
             tracing::warn!(reason = %reason, "the stored grant is dead; marking reauth_required");
-            app.store.mark_reauth_required(&owner, row.revision, &reason, &lease_owner).await?;
+            app.store
+                .mark_reauth_required(&owner, row.revision, &reason, &lease_owner)
+                .await?;
             app.access_tokens.invalidate(&owner).await;
-            return Err(FlowError::ReauthRequired { reason: Some(reason) });
+            return Err(FlowError::ReauthRequired {
+                reason: Some(reason),
+            });
         }
         Err(error) => {
             release(&app, &owner).await;
@@ -129,7 +148,10 @@ async fn refresh(app: Arc<App>, owner: UserKey, save_sender: oneshot::Sender<Pen
     });
     // The receiver only disappears if the caller was cancelled; the task still saves.
     let _ = save_sender.send(handle);
-    Ok(Arc::new(CachedAccessToken::new(set.access_token, set.expires_in)))
+    Ok(Arc::new(CachedAccessToken::new(
+        set.access_token,
+        set.expires_in,
+    )))
 }
 
 async fn acquire_lease(app: &App, owner: &UserKey) -> Result<TokenRecord, FlowError> {
@@ -145,7 +167,9 @@ async fn acquire_lease(app: &App, owner: &UserKey) -> Result<TokenRecord, FlowEr
             LeaseAttempt::Acquired(row) => return Ok(row),
             LeaseAttempt::Missing => return Err(FlowError::NotConnected),
             LeaseAttempt::NotActive(row) => {
-                return Err(FlowError::ReauthRequired { reason: row.status_reason })
+                return Err(FlowError::ReauthRequired {
+                    reason: row.status_reason,
+                })
             }
             LeaseAttempt::Held(_) if tokio::time::Instant::now() + pause > deadline => {
                 return Err(FlowError::Busy)
@@ -174,12 +198,22 @@ fn shared_copy(error: &FlowError) -> FlowError {
     match error {
         FlowError::Busy => FlowError::Busy,
         FlowError::NotConnected => FlowError::NotConnected,
-        FlowError::ReauthRequired { reason } => FlowError::ReauthRequired { reason: reason.clone() },
+        FlowError::ReauthRequired { reason } => FlowError::ReauthRequired {
+            reason: reason.clone(),
+        },
         FlowError::TenantNotAllowed => FlowError::TenantNotAllowed,
         FlowError::Crypto(error) => FlowError::Crypto(error.clone()),
         FlowError::Keys(error) => FlowError::Keys(error.clone()),
-        FlowError::Idp(IdpError::Throttled { retry_after }) => FlowError::Idp(IdpError::Throttled { retry_after: *retry_after }),
-        FlowError::Idp(IdpError::Unavailable { retry_after }) => FlowError::Idp(IdpError::Unavailable { retry_after: *retry_after }),
+        FlowError::Idp(IdpError::Throttled { retry_after }) => {
+            FlowError::Idp(IdpError::Throttled {
+                retry_after: *retry_after,
+            })
+        }
+        FlowError::Idp(IdpError::Unavailable { retry_after }) => {
+            FlowError::Idp(IdpError::Unavailable {
+                retry_after: *retry_after,
+            })
+        }
         FlowError::Idp(IdpError::Timeout) => FlowError::Idp(IdpError::Timeout),
         FlowError::Store(crate::store::StoreError::Unavailable(_)) => FlowError::Store(
             crate::store::StoreError::Unavailable(sqlx::Error::PoolTimedOut),

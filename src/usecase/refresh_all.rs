@@ -111,7 +111,11 @@ struct Run<'a> {
 }
 
 /// Runs the timer's work once. `progress` is called after every row (the CLI's progress bar).
-pub async fn run(app: &Arc<App>, options: RunOptions, progress: &(dyn Fn(&Summary) + Sync)) -> Result<Summary, FlowError> {
+pub async fn run(
+    app: &Arc<App>,
+    options: RunOptions,
+    progress: &(dyn Fn(&Summary) + Sync),
+) -> Result<Summary, FlowError> {
     let started = Instant::now();
     let refreshed_before = if options.reseal_only {
         DateTime::<Utc>::UNIX_EPOCH
@@ -161,7 +165,11 @@ pub async fn run(app: &Arc<App>, options: RunOptions, progress: &(dyn Fn(&Summar
 }
 
 impl Run<'_> {
-    async fn key(&self, latest: &VersionedKey, progress: &(dyn Fn(&Summary) + Sync)) -> Result<(), FlowError> {
+    async fn key(
+        &self,
+        latest: &VersionedKey,
+        progress: &(dyn Fn(&Summary) + Sync),
+    ) -> Result<(), FlowError> {
         let batch = (self.options.concurrency * 4) as i64;
         while Instant::now() < self.deadline {
             let now = Utc::now();
@@ -170,7 +178,10 @@ impl Run<'_> {
                 latest_version: latest.version.clone(),
                 refreshed_before: self.refreshed_before,
                 now,
-                lease: Lease { owner: self.owner.clone(), until: now + self.app.lease },
+                lease: Lease {
+                    owner: self.owner.clone(),
+                    until: now + self.app.lease,
+                },
                 limit: batch,
             };
             let rows = self.app.store.claim_due(&claim).await?;
@@ -203,13 +214,22 @@ impl Run<'_> {
             self.release(row).await;
             return Outcome::Skipped;
         }
-        let result = if due_by_age { self.refresh(row, latest).await } else { self.reseal(row, latest).await };
+        let result = if due_by_age {
+            self.refresh(row, latest).await
+        } else {
+            self.reseal(row, latest).await
+        };
         match result {
             Ok(outcome) => outcome,
             Err(FlowError::Idp(IdpError::Reauth { error, code, .. })) => {
                 let reason = code.map_or(error.clone(), |code| format!("{error}:{code}"));
                 tracing::warn!(reason = %reason, "grant is dead; marking reauth_required");
-                match self.app.store.mark_reauth_required(&row.key, row.revision, &reason, &self.owner).await {
+                match self
+                    .app
+                    .store
+                    .mark_reauth_required(&row.key, row.revision, &reason, &self.owner)
+                    .await
+                {
                     Ok(true) => Outcome::Reauth,
                     Ok(false) => Outcome::Skipped,
                     Err(error) => {
@@ -228,23 +248,31 @@ impl Run<'_> {
         }
     }
 
-    async fn refresh(&self, row: &TokenRecord, latest: &VersionedKey) -> Result<Outcome, FlowError> {
+    async fn refresh(
+        &self,
+        row: &TokenRecord,
+        latest: &VersionedKey,
+    ) -> Result<Outcome, FlowError> {
         let stored = custody::open_stored(self.app, row).await?;
         let (_set, next) = custody::redeem(self.app, &row.key, stored).await?;
         let grant = custody::seal_with(latest, &row.key, &next)?;
-        Ok(match custody::save_refreshed(self.app, row, &grant, &self.owner).await? {
-            true => Outcome::Refreshed,
-            false => Outcome::Skipped,
-        })
+        Ok(
+            match custody::save_refreshed(self.app, row, &grant, &self.owner).await? {
+                true => Outcome::Refreshed,
+                false => Outcome::Skipped,
+            },
+        )
     }
 
     async fn reseal(&self, row: &TokenRecord, latest: &VersionedKey) -> Result<Outcome, FlowError> {
         let stored = custody::open_stored(self.app, row).await?;
         let grant = custody::seal_with(latest, &row.key, &stored)?;
-        Ok(match custody::save_resealed(self.app, row, &grant, &self.owner).await? {
-            true => Outcome::Resealed,
-            false => Outcome::Skipped,
-        })
+        Ok(
+            match custody::save_resealed(self.app, row, &grant, &self.owner).await? {
+                true => Outcome::Resealed,
+                false => Outcome::Skipped,
+            },
+        )
     }
 
     /// Waits out an Entra pause; `false` when it outlasts the budget.
@@ -264,7 +292,10 @@ impl Run<'_> {
         let until = Instant::now() + retry_after;
         let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
         if paused.is_none_or(|current| current < until) {
-            tracing::warn!(retry_after_s = retry_after.as_secs(), "Entra throttles; pausing the run");
+            tracing::warn!(
+                retry_after_s = retry_after.as_secs(),
+                "Entra throttles; pausing the run"
+            );
             *paused = Some(until);
         }
     }
@@ -283,7 +314,12 @@ impl Run<'_> {
         let jitter = rand::thread_rng().gen_range(0.8..1.2);
         let next_attempt_at = Utc::now() + delay.mul_f64(jitter);
         tracing::warn!(error.code = %code, failures = row.failure_count + 1, "refresh failed; backing off");
-        if let Err(error) = self.app.store.record_failure(&row.key, &self.owner, &code, next_attempt_at).await {
+        if let Err(error) = self
+            .app
+            .store
+            .record_failure(&row.key, &self.owner, &code, next_attempt_at)
+            .await
+        {
             tracing::error!(error = %error, "failed to record the failure; the lease will expire");
         }
     }

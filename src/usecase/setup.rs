@@ -26,7 +26,11 @@ pub struct Connection {
 /// Runs the OBO exchange for the caller and stores the sealed refresh token.
 /// `assertion` is the caller's access token, already validated into `caller`.
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant_id))]
-pub async fn connect(app: &Arc<App>, caller: &ValidatedToken, assertion: &str) -> Result<Connection, FlowError> {
+pub async fn connect(
+    app: &Arc<App>,
+    caller: &ValidatedToken,
+    assertion: &str,
+) -> Result<Connection, FlowError> {
     let tenant = &caller.tenant_id;
     let set = app
         .entra
@@ -49,7 +53,10 @@ pub async fn connect(app: &Arc<App>, caller: &ValidatedToken, assertion: &str) -
     } else {
         set.scope.clone()
     };
-    let connected = app.store.connect(&owner, &grant, &granted_scopes, Utc::now()).await?;
+    let connected = app
+        .store
+        .connect(&owner, &grant, &granted_scopes, Utc::now())
+        .await?;
     // A new grant replaces whatever the process had cached for the user.
     app.access_tokens.invalidate(&owner).await;
     tracing::info!(
@@ -58,12 +65,22 @@ pub async fn connect(app: &Arc<App>, caller: &ValidatedToken, assertion: &str) -
         key.version = %key.version,
         "user connected"
     );
-    Ok(Connection { record: connected.record, created: connected.created })
+    Ok(Connection {
+        record: connected.record,
+        created: connected.created,
+    })
 }
 
 /// The caller's row and its recent accesses.
-pub async fn status(app: &App, owner: &UserKey) -> Result<(TokenRecord, Vec<AccessRecord>), FlowError> {
-    let record = app.store.find(owner).await?.ok_or(FlowError::NotConnected)?;
+pub async fn status(
+    app: &App,
+    owner: &UserKey,
+) -> Result<(TokenRecord, Vec<AccessRecord>), FlowError> {
+    let record = app
+        .store
+        .find(owner)
+        .await?
+        .ok_or(FlowError::NotConnected)?;
     let accesses = app.store.recent_accesses(owner, RECENT_ACCESSES).await?;
     Ok((record, accesses))
 }
@@ -78,14 +95,22 @@ pub async fn disconnect(app: &App, owner: &UserKey) -> Result<bool, FlowError> {
 }
 
 /// The user is identified by the id_token Entra returned; it must be the caller.
-fn identify(caller: &ValidatedToken, identity: Option<&(TenantId, UserId)>) -> Result<UserKey, FlowError> {
+fn identify(
+    caller: &ValidatedToken,
+    identity: Option<&(TenantId, UserId)>,
+) -> Result<UserKey, FlowError> {
     let Some((tenant_id, user_id)) = identity else {
-        return Err(FlowError::Idp(IdpError::Protocol("Entra returned no id_token".into())));
+        return Err(FlowError::Idp(IdpError::Protocol(
+            "Entra returned no id_token".into(),
+        )));
     };
     if *tenant_id != caller.tenant_id || caller.object_id.as_ref() != Some(user_id) {
         return Err(FlowError::Idp(IdpError::Protocol(
             "the id_token names another user than the caller".into(),
         )));
     }
-    Ok(UserKey { tenant_id: tenant_id.clone(), user_id: user_id.clone() })
+    Ok(UserKey {
+        tenant_id: tenant_id.clone(),
+        user_id: user_id.clone(),
+    })
 }

@@ -1,0 +1,424 @@
+//! The Entra ID emulator: OIDC discovery, JWKS, the v2.0 token endpoint (OBO, refresh token,
+//! client credentials) and token minting for tests.
+//!
+//! [`EntraEmulator`] is a cheap, cloneable handle; the server and every clone share one state.
+//! Tests steer it (revocation, interaction required, faults, key rotation) through the handle
+//! while the service talks to it over HTTPS.
+
+mod errors;
+mod grants;
+mod routes;
+mod tokens;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use parking_lot::Mutex;
+use rand::RngCore as _;
+use serde_json::{json, Value};
+
+pub(crate) use routes::router;
+pub(crate) use tokens::display_name;
+pub use tokens::{AppTokenSpec, TokenVersion, UserTokenSpec, TEST_CLIENT_APP_ID};
+
+use crate::{
+    faults::{Fault, Faults},
+    signing::{KeyStore, SignWith},
+};
+use tokens::Issuer;
+
+/// Counters of what the Entra emulator answered since start or the last
+/// [`EntraEmulator::reset_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntraStats {
+    /// Successful on-behalf-of grants.
+    pub obo_grants: u64,
+    /// Successful refresh-token grants.
+    pub refresh_grants: u64,
+    /// Token-endpoint calls answered with an error (including injected status faults).
+    pub failed_grants: u64,
+    /// Successful client-credentials grants.
+    pub client_credentials_grants: u64,
+    /// OpenID configuration documents served (v1 and v2).
+    pub discovery_requests: u64,
+    /// JWKS documents served (v1 and v2 paths).
+    pub jwks_requests: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    obo_grants: AtomicU64,
+    refresh_grants: AtomicU64,
+    failed_grants: AtomicU64,
+    client_credentials_grants: AtomicU64,
+    discovery_requests: AtomicU64,
+    jwks_requests: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> EntraStats {
+        EntraStats {
+            obo_grants: self.obo_grants.load(Ordering::Relaxed),
+            refresh_grants: self.refresh_grants.load(Ordering::Relaxed),
+            failed_grants: self.failed_grants.load(Ordering::Relaxed),
+            client_credentials_grants: self.client_credentials_grants.load(Ordering::Relaxed),
+            discovery_requests: self.discovery_requests.load(Ordering::Relaxed),
+            jwks_requests: self.jwks_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    fn reset(&self) {
+        for counter in [
+            &self.obo_grants,
+            &self.refresh_grants,
+            &self.failed_grants,
+            &self.client_credentials_grants,
+            &self.discovery_requests,
+            &self.jwks_requests,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A user, as Entra keys refresh tokens: (tenant id, object id).
+type UserKey = (String, String);
+
+/// One refresh token the emulator issued.
+#[derive(Debug, Clone)]
+struct RefreshRecord {
+    tid: String,
+    oid: String,
+    /// The scopes of the grant that issued it (used when a refresh names none).
+    scopes: String,
+    revoked: bool,
+    /// Redeemed at least once (only matters in strict single-use mode).
+    redeemed: bool,
+}
+
+/// The mutable grant state, behind one lock so checks and updates are atomic.
+#[derive(Debug, Default)]
+struct Grants {
+    refresh_tokens: HashMap<String, RefreshRecord>,
+    latest: HashMap<UserKey, String>,
+    interaction: HashMap<UserKey, String>,
+    app_roles: HashMap<String, Vec<String>>,
+    strict_single_use: bool,
+    omit_refresh_token_next: u32,
+}
+
+impl Grants {
+    /// Creates and records a new refresh token for the user.
+    fn issue_refresh_token(&mut self, tid: &str, oid: &str, scopes: &str) -> String {
+        let token = new_refresh_token();
+        self.refresh_tokens.insert(
+            token.clone(),
+            RefreshRecord {
+                tid: tid.to_owned(),
+                oid: oid.to_owned(),
+                scopes: scopes.to_owned(),
+                revoked: false,
+                redeemed: false,
+            },
+        );
+        self.latest
+            .insert((tid.to_owned(), oid.to_owned()), token.clone());
+        token
+    }
+}
+
+/// Shared state of one Entra emulator.
+struct EntraState {
+    tenant_id: String,
+    client_id: String,
+    client_secret: String,
+    /// Default resource of refresh tokens issued in bulk.
+    downstream_resource: String,
+    /// `https://127.0.0.1:{port}`.
+    host: String,
+    keys: Arc<KeyStore>,
+    faults: Faults,
+    counters: Counters,
+    grants: Mutex<Grants>,
+    /// Every token and refresh token ever handed out, for leak scans.
+    issued: Mutex<Vec<String>>,
+}
+
+impl EntraState {
+    fn issuer(&self) -> Issuer<'_> {
+        Issuer {
+            host: &self.host,
+            client_id: &self.client_id,
+            now: now(),
+        }
+    }
+
+    /// Signs claims as a token of the given format and remembers it as issued.
+    fn issue_token(&self, claims: &Value, version: TokenVersion) -> String {
+        let header = match version {
+            TokenVersion::V2 => json!({"typ": "JWT", "alg": "RS256"}),
+            // v1 tokens carry `x5t` next to `kid`.
+            TokenVersion::V1 => {
+                json!({"typ": "JWT", "alg": "RS256", "x5t": self.keys.current().kid()})
+            }
+        };
+        let token = self.keys.sign(header, claims, SignWith::Current);
+        self.remember(token.clone());
+        token
+    }
+
+    fn remember(&self, secret: String) {
+        self.issued.lock().push(secret);
+    }
+}
+
+/// Handle to a running Entra ID emulator. Clones share the same emulator.
+#[derive(Clone)]
+pub struct EntraEmulator {
+    state: Arc<EntraState>,
+}
+
+impl std::fmt::Debug for EntraEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No secret in debug output.
+        f.debug_struct("EntraEmulator")
+            .field("authority_host", &self.state.host)
+            .field("tenant_id", &self.state.tenant_id)
+            .field("client_id", &self.state.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fixed facts an Entra emulator is created with.
+pub(crate) struct EntraConfig<'a> {
+    pub(crate) tenant_id: &'a str,
+    pub(crate) client_id: &'a str,
+    pub(crate) client_secret: &'a str,
+    pub(crate) downstream_resource: &'a str,
+    pub(crate) host: String,
+    pub(crate) keys: Arc<KeyStore>,
+}
+
+impl EntraEmulator {
+    /// Creates the emulator state (the server is started separately with [`router`]).
+    pub(crate) fn new(config: EntraConfig<'_>) -> Self {
+        let state = EntraState {
+            tenant_id: config.tenant_id.to_owned(),
+            client_id: config.client_id.to_owned(),
+            client_secret: config.client_secret.to_owned(),
+            downstream_resource: config.downstream_resource.to_owned(),
+            host: config.host,
+            keys: config.keys,
+            faults: Faults::default(),
+            counters: Counters::default(),
+            grants: Mutex::new(Grants::default()),
+            issued: Mutex::new(Vec::new()),
+        };
+        Self {
+            state: Arc::new(state),
+        }
+    }
+
+    /// `https://127.0.0.1:{port}`, without a trailing slash (`OBOVAULT_AUTHORITY_HOST`).
+    pub fn authority_host(&self) -> String {
+        self.state.host.clone()
+    }
+
+    /// `{authority}/{tid}/oauth2/v2.0/token`.
+    pub fn token_endpoint(&self, tid: &str) -> String {
+        format!("{}/{tid}/oauth2/v2.0/token", self.state.host)
+    }
+
+    /// `{authority}/{tid}/v2.0` (the v2 issuer, as published in discovery).
+    pub fn issuer(&self, tid: &str) -> String {
+        tokens::v2_issuer(&self.state.host, tid)
+    }
+
+    /// The emulated app's home tenant id.
+    pub fn tenant_id(&self) -> &str {
+        &self.state.tenant_id
+    }
+
+    /// The emulated app's client id.
+    pub fn client_id(&self) -> &str {
+        &self.state.client_id
+    }
+
+    /// The emulated app's client secret.
+    pub fn client_secret(&self) -> &str {
+        &self.state.client_secret
+    }
+
+    /// A delegated user access token signed with the current key (for calling the service).
+    pub fn mint_user_token(&self, spec: &UserTokenSpec) -> String {
+        let claims = self.state.issuer().user_claims(spec);
+        self.state.issue_token(&claims, spec.version)
+    }
+
+    /// An app-only access token signed with the current key (for calling `do-work`).
+    pub fn mint_app_token(&self, spec: &AppTokenSpec) -> String {
+        let claims = self.state.issuer().app_claims(spec);
+        self.state.issue_token(&claims, spec.version)
+    }
+
+    /// Signs arbitrary header and claims (for hostile tests). See [`SignWith`]; a header object
+    /// missing `typ`, `alg` or `kid` gets them filled in.
+    pub fn sign_raw(&self, header: Value, claims: Value, with: SignWith) -> String {
+        let token = self.state.keys.sign(header, &claims, with);
+        self.state.remember(token.clone());
+        token
+    }
+
+    /// The `kid` of the key that signs new tokens.
+    pub fn current_kid(&self) -> String {
+        self.state.keys.current().kid().to_owned()
+    }
+
+    /// The JWKS document as served for `tid`.
+    pub fn jwks(&self, tid: &str) -> Value {
+        self.state.keys.jwks(&self.issuer(tid))
+    }
+
+    /// Makes a new key (new `kid`) the signing key; old keys stay in the JWKS, so tokens they
+    /// signed keep verifying.
+    pub fn rotate_signing_key(&self) {
+        if let Err(error) = self.state.keys.rotate() {
+            tracing::error!(%error, "could not generate a new signing key");
+        }
+    }
+
+    /// Revokes every refresh token the user holds now: redeeming one answers `invalid_grant`
+    /// AADSTS50173. Tokens issued later (after a new OBO) are valid again.
+    pub fn revoke_user(&self, tid: &str, oid: &str) {
+        let mut grants = self.state.grants.lock();
+        for record in grants.refresh_tokens.values_mut() {
+            if record.tid == tid && record.oid == oid {
+                record.revoked = true;
+            }
+        }
+    }
+
+    /// Makes OBO and refresh grants for the user answer `interaction_required` (AADSTS50079,
+    /// `suberror: basic_action`) carrying `claims`, until [`Self::clear_interaction`].
+    pub fn require_interaction(&self, tid: &str, oid: &str, claims: &str) {
+        self.state
+            .grants
+            .lock()
+            .interaction
+            .insert((tid.to_owned(), oid.to_owned()), claims.to_owned());
+    }
+
+    /// Lifts [`Self::require_interaction`] for the user.
+    pub fn clear_interaction(&self, tid: &str, oid: &str) {
+        self.state
+            .grants
+            .lock()
+            .interaction
+            .remove(&(tid.to_owned(), oid.to_owned()));
+    }
+
+    /// When on, a refresh token is invalid after its first successful redemption
+    /// (`invalid_grant` AADSTS70008), so tests catch concurrent refreshes of one user. Real
+    /// Entra keeps old refresh tokens valid; this is a test aid. A redemption answered without a
+    /// new refresh token (see [`Self::omit_refresh_token_next`]) does not use the token up.
+    pub fn set_strict_single_use(&self, on: bool) {
+        self.state.grants.lock().strict_single_use = on;
+    }
+
+    /// The next `n` successful refresh grants answer without a `refresh_token`.
+    pub fn omit_refresh_token_next(&self, n: u32) {
+        self.state.grants.lock().omit_refresh_token_next = n;
+    }
+
+    /// Sets the app roles the emulated app gets in its own client-credentials tokens
+    /// (`app_id` is the requesting client id; default none).
+    pub fn set_app_roles(&self, app_id: &str, roles: Vec<String>) {
+        self.state
+            .grants
+            .lock()
+            .app_roles
+            .insert(app_id.to_owned(), roles);
+    }
+
+    /// Queues a fault for the next `fault.times` token-endpoint calls (all grants), after any
+    /// faults already queued.
+    pub fn inject(&self, fault: Fault) {
+        self.state.faults.inject(fault);
+    }
+
+    /// Drops every queued token-endpoint fault.
+    pub fn clear_faults(&self) {
+        self.state.faults.clear();
+    }
+
+    /// Adds this latency to every token-endpoint call (zero turns it off).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.faults.set_latency(latency);
+    }
+
+    /// Counters since start or the last reset.
+    pub fn stats(&self) -> EntraStats {
+        self.state.counters.snapshot()
+    }
+
+    /// Sets every counter to zero.
+    pub fn reset_stats(&self) {
+        self.state.counters.reset();
+    }
+
+    /// Issues valid refresh tokens for many users of a tenant at once, as if each had done an
+    /// OBO for `{downstream resource}/.default offline_access openid profile`. Returned in the
+    /// order of `users` (object ids).
+    pub fn issue_refresh_tokens(&self, tid: &str, users: &[String]) -> Vec<String> {
+        let scopes = format!(
+            "{}/.default offline_access openid profile",
+            self.state.downstream_resource
+        );
+        let tokens: Vec<String> = {
+            let mut grants = self.state.grants.lock();
+            users
+                .iter()
+                .map(|oid| grants.issue_refresh_token(tid, oid, &scopes))
+                .collect()
+        };
+        self.state.issued.lock().extend(tokens.iter().cloned());
+        tokens
+    }
+
+    /// The newest refresh token issued for the user, if any (revoked or not).
+    pub fn latest_refresh_token(&self, tid: &str, oid: &str) -> Option<String> {
+        self.state
+            .grants
+            .lock()
+            .latest
+            .get(&(tid.to_owned(), oid.to_owned()))
+            .cloned()
+    }
+
+    /// Every secret this emulator issued: the client secret, each access, id and app token
+    /// (minted or granted, including `sign_raw` output) and each refresh token.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        let mut secrets = vec![self.state.client_secret.clone()];
+        secrets.extend(self.state.issued.lock().iter().cloned());
+        secrets
+    }
+}
+
+/// Unix seconds now.
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// An opaque refresh token shaped like Entra's: `1.AX` and 120 base64url characters.
+fn new_refresh_token() -> String {
+    let mut bytes = [0u8; 90];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("1.AX{}", URL_SAFE_NO_PAD.encode(bytes))
+}

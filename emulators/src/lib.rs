@@ -1,0 +1,31 @@
+//! Local stand-ins for the services obo-vault talks to: Microsoft Entra ID (token endpoint,
+//! OIDC discovery, JWKS), Azure Key Vault secrets (REST) and a downstream API, all over HTTPS
+//! with a generated test CA.
+//!
+//! They follow the real services' wire formats (see `shared/reference/entra-and-key-vault.md`)
+//! closely enough that the service cannot tell the difference, and they add what tests need:
+//! token minting, revocation, fault injection, counters, and a list of every secret handed out
+//! for leak scans. Start all three with [`Stack::start`]; the `obo-emulators` binary does the
+//! same for the local stack.
+
+mod downstream;
+mod entra;
+mod faults;
+mod key_vault;
+mod server;
+mod signing;
+mod stack;
+mod tls;
+
+pub use downstream::{DownstreamEmulator, DownstreamStats};
+pub use entra::{
+    AppTokenSpec, EntraEmulator, EntraStats, TokenVersion, UserTokenSpec, TEST_CLIENT_APP_ID,
+};
+pub use faults::{Fault, FaultKind};
+pub use key_vault::{KeyVaultEmulator, KeyVaultStats};
+pub use signing::SignWith;
+pub use stack::{
+    Stack, StackOptions, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_DOWNSTREAM_RESOURCE,
+    DEFAULT_TENANT_ID,
+};
+pub use tls::TestCa;

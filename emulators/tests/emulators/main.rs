@@ -1,0 +1,8 @@
+//! End-to-end tests of the emulators over HTTPS, with a client that trusts only the Stack's CA.
+
+mod common;
+mod downstream;
+mod entra;
+mod key_vault;
+mod key_vault_sdk;
+mod stack;

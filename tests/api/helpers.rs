@@ -1,0 +1,387 @@
+//! The test harness: emulators, a fresh database, the service on a real port, log capture.
+
+use std::io::Write;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use emulators::{Stack, StackOptions, UserTokenSpec};
+use obo_vault::app::App;
+use obo_vault::config::{Env, LogFormat, Settings};
+use obo_vault::store::TokenStore;
+
+/// Every log line any test produced, for leak scans.
+pub(crate) static LOGS: LazyLock<Arc<Mutex<Vec<u8>>>> =
+    LazyLock::new(|| Arc::new(Mutex::new(Vec::new())));
+
+#[derive(Clone)]
+struct CapturedLogs;
+
+impl Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("RUST_LOG").is_none() {
+            // Trace for our code so leak scans see everything we could ever print.
+            std::env::set_var(
+                "RUST_LOG",
+                "obo_vault=trace,azure_core=debug,reqwest=debug,sqlx=info,info",
+            );
+        }
+        obo_vault::telemetry::init(LogFormat::Json, || CapturedLogs);
+    });
+}
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database made for one test.
+pub(crate) struct TestDatabase {
+    pub(crate) url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// `None` when Postgres does not answer outside CI (the test is skipped).
+    pub(crate) async fn create(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("obo.db").display());
+                Some(Self {
+                    url,
+                    _dir: Some(dir),
+                })
+            }
+            Backend::Postgres => {
+                let server = std::env::var("TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                let admin = match sqlx::PgPool::connect(&server).await {
+                    Ok(pool) => pool,
+                    Err(error) if std::env::var_os("CI").is_none() => {
+                        eprintln!("skipping: Postgres at {server} does not answer ({error})");
+                        return None;
+                    }
+                    Err(error) => panic!("Postgres is required in CI: {error}"),
+                };
+                let name = format!("obo_test_{}", uuid::Uuid::new_v4().simple());
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                let base = server.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
+                Some(Self {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                })
+            }
+        }
+    }
+}
+
+/// A running service with its emulators.
+pub(crate) struct TestApp {
+    pub(crate) stack: Arc<Stack>,
+    pub(crate) address: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) app: Arc<App>,
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) database: TestDatabase,
+    pub(crate) backend: Backend,
+}
+
+/// Starts emulators and the service; `None` when the backend is not available here.
+pub(crate) async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Like [`spawn_app`], with extra or overriding settings.
+pub(crate) async fn spawn_app_with(
+    backend: Backend,
+    overrides: &[(&str, &str)],
+) -> Option<TestApp> {
+    init_logs();
+    let database = TestDatabase::create(backend).await?;
+    let stack = Arc::new(
+        Stack::start(StackOptions::default())
+            .await
+            .expect("emulators start"),
+    );
+    let app = build_app(&stack, &database.url, overrides).await;
+    let store = app.store.clone();
+    let application = obo_vault::startup::Application::bind(0, app.clone())
+        .await
+        .unwrap();
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until(std::future::pending()));
+    Some(TestApp {
+        stack,
+        address,
+        client: reqwest::Client::new(),
+        app,
+        store,
+        database,
+        backend,
+    })
+}
+
+/// Builds another service instance over the same emulators and database (a second Functions
+/// instance).
+pub(crate) async fn build_app(
+    stack: &Stack,
+    database_url: &str,
+    overrides: &[(&str, &str)],
+) -> Arc<App> {
+    let mut pairs: Vec<(String, String)> = stack.service_env();
+    pairs.push(("DATABASE_URL".into(), database_url.into()));
+    pairs.push(("FUNCTIONS_CUSTOMHANDLER_PORT".into(), "0".into()));
+    let defaults = [
+        ("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "/me,/echo,/status"),
+        ("OBOVAULT_DOWNSTREAM_TIMEOUT", "3s"),
+        ("OBOVAULT_ENTRA_TIMEOUT", "5s"),
+    ];
+    for (name, value) in defaults.iter().chain(overrides) {
+        pairs.retain(|(n, _)| n != name);
+        pairs.push(((*name).into(), (*value).into()));
+    }
+    let settings = Settings::from_env(&Env::from_pairs(pairs)).expect("valid test settings");
+    App::build(settings).await.expect("app builds")
+}
+
+/// A fresh user of the stack's tenant.
+pub(crate) fn new_user() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl TestApp {
+    pub(crate) fn tenant(&self) -> String {
+        self.stack.options().tenant_id.clone()
+    }
+
+    /// A valid setup token for `oid` in the home tenant.
+    pub(crate) fn user_token(&self, oid: &str) -> String {
+        self.stack
+            .entra
+            .mint_user_token(&UserTokenSpec::new(&self.tenant(), oid))
+    }
+
+    /// A valid workload token (app-only, with the role).
+    pub(crate) fn workload_token(&self) -> String {
+        self.stack
+            .entra
+            .mint_app_token(&emulators::AppTokenSpec::new(
+                &self.tenant(),
+                "7e57c0de-0000-4000-8000-00000000a11e",
+                vec!["OboVault.Act".into()],
+            ))
+    }
+
+    pub(crate) async fn post_setup(&self, token: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/setup", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn get_setup(&self, token: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/api/setup", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn delete_setup(&self, token: &str) -> reqwest::Response {
+        self.client
+            .delete(format!("{}/api/setup", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Connects a new user and returns its oid.
+    pub(crate) async fn connected_user(&self) -> String {
+        let oid = new_user();
+        let response = self.post_setup(&self.user_token(&oid)).await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        oid
+    }
+
+    pub(crate) async fn do_work(&self, oid: &str, request: serde_json::Value) -> reqwest::Response {
+        self.do_work_as(&self.workload_token(), oid, request).await
+    }
+
+    pub(crate) async fn do_work_as(
+        &self,
+        token: &str,
+        oid: &str,
+        request: serde_json::Value,
+    ) -> reqwest::Response {
+        let mut body = serde_json::json!({ "tenantId": self.tenant(), "userId": oid });
+        if !request.is_null() {
+            body["request"] = request;
+        }
+        self.client
+            .post(format!("{}/api/do-work", self.address))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Invokes the timer as the Functions host does.
+    pub(crate) async fn run_timer(&self) -> serde_json::Value {
+        let envelope = serde_json::json!({
+            "Data": { "timer": { "Schedule": { "AdjustForDST": true }, "ScheduleStatus": null, "IsPastDue": false } },
+            "Metadata": { "sys": { "MethodName": "refresh-tokens", "UtcNow": "2026-12-02T10:00:00.1234567Z", "RandGuid": "x" } }
+        });
+        let response = self
+            .client
+            .post(format!("{}/refresh-tokens", self.address))
+            .json(&envelope)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        response.json().await.unwrap()
+    }
+
+    /// The row of `oid`, straight from the store.
+    pub(crate) async fn row(&self, oid: &str) -> Option<obo_vault::store::TokenRecord> {
+        self.store.find(&self.key(oid)).await.unwrap()
+    }
+
+    pub(crate) fn key(&self, oid: &str) -> obo_vault::domain::UserKey {
+        obo_vault::domain::UserKey {
+            tenant_id: obo_vault::domain::TenantId::parse(&self.tenant()).unwrap(),
+            user_id: obo_vault::domain::UserId::parse(oid).unwrap(),
+        }
+    }
+
+    /// Opens the stored refresh token of `oid` with the key version recorded on its row.
+    pub(crate) async fn stored_refresh_token(&self, oid: &str) -> String {
+        let row = self.row(oid).await.expect("row exists");
+        let key = self
+            .app
+            .keys
+            .version(&row.key_name, &row.key_version)
+            .await
+            .unwrap();
+        let label = obo_vault::crypto::KeyLabel {
+            name: &row.key_name,
+            version: &row.key_version,
+        };
+        obo_vault::crypto::open(&row.sealed_refresh_token, &row.key, label, &key.key)
+            .unwrap()
+            .expose()
+            .to_owned()
+    }
+}
+
+/// Runs a scenario on both backends, as two tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+impl TestApp {
+    /// Seeds `count` connected users without an OBO each: Entra pre-issues their refresh
+    /// tokens, the service's own sealing stores them as refreshed at `refreshed_at`.
+    pub(crate) async fn seed_users(
+        &self,
+        count: usize,
+        refreshed_at: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<String> {
+        let oids: Vec<String> = (0..count).map(|_| new_user()).collect();
+        let tokens = self.stack.entra.issue_refresh_tokens(&self.tenant(), &oids);
+        let tenant = obo_vault::domain::TenantId::parse(&self.tenant()).unwrap();
+        let key = self
+            .app
+            .keys
+            .latest(&self.app.key_settings.key_name(&tenant))
+            .await
+            .unwrap();
+        let label = obo_vault::crypto::KeyLabel {
+            name: &key.name,
+            version: &key.version,
+        };
+        for (oid, token) in oids.iter().zip(tokens) {
+            let owner = self.key(oid);
+            let sealed = obo_vault::crypto::seal(
+                &obo_vault::domain::RefreshToken::new(token),
+                &owner,
+                label,
+                &key.key,
+            )
+            .unwrap();
+            let grant = obo_vault::store::SealedGrant {
+                sealed_refresh_token: sealed,
+                key_name: key.name.clone(),
+                key_version: key.version.clone(),
+            };
+            self.store
+                .connect(&owner, &grant, "User.Read", refreshed_at)
+                .await
+                .unwrap();
+        }
+        oids
+    }
+
+    /// The Key Vault secret name of the home tenant's key.
+    pub(crate) fn key_name(&self) -> String {
+        format!("obo-vault-{}", self.tenant())
+    }
+}
+
+/// Extracts `name=N` from a summary line.
+pub(crate) fn summary_count(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|part| part.strip_prefix(&format!("{name}=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in {line}"))
+}

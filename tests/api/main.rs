@@ -1,0 +1,10 @@
+//! End-to-end tests: the real service (in process, on a real socket) against the emulators
+//! over HTTPS, on SQLite and on Postgres.
+
+mod helpers;
+
+mod do_work;
+mod invocation;
+mod leaks;
+mod setup;
+mod timer;
