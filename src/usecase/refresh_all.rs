@@ -7,7 +7,7 @@
 //! No rows are claimed once the time budget is spent; claimed rows that were not started are
 //! released for the next run.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -108,6 +108,8 @@ struct Run<'a> {
     counters: Counters,
     /// Entra asked us to slow down until then (shared by every worker).
     paused_until: Mutex<Option<Instant>>,
+    /// Set when Entra's pause outlasts the budget: claiming more rows would only spin.
+    stopped: AtomicBool,
 }
 
 /// Runs the timer's work once. `progress` is called after every row (the CLI's progress bar).
@@ -131,10 +133,11 @@ pub async fn run(
         options,
         counters: Counters::default(),
         paused_until: Mutex::new(None),
+        stopped: AtomicBool::new(false),
     };
     let mut first_error = None;
     for key_name in app.store.key_names().await? {
-        if Instant::now() >= run.deadline {
+        if Instant::now() >= run.deadline || run.stopped.load(Ordering::Relaxed) {
             break;
         }
         // Once per key and run: a rotation reaches every row in the next run.
@@ -171,7 +174,7 @@ impl Run<'_> {
         progress: &(dyn Fn(&Summary) + Sync),
     ) -> Result<(), FlowError> {
         let batch = (self.options.concurrency * 4) as i64;
-        while Instant::now() < self.deadline {
+        while Instant::now() < self.deadline && !self.stopped.load(Ordering::Relaxed) {
             let now = Utc::now();
             let claim = DueClaim {
                 key_name: latest.name.clone(),
@@ -279,7 +282,10 @@ impl Run<'_> {
     async fn wait_for_entra(&self) -> bool {
         let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
         match until {
-            Some(until) if until >= self.deadline => false,
+            Some(until) if until >= self.deadline => {
+                self.stopped.store(true, Ordering::Relaxed);
+                false
+            }
             Some(until) if until > Instant::now() => {
                 tokio::time::sleep_until(until.into()).await;
                 true

@@ -238,7 +238,7 @@ async fn only_workloads_with_the_role_may_call(app: TestApp) {
         .stack
         .entra
         .mint_app_token(&emulators::AppTokenSpec::new(
-            &app.tenant(),
+            app.tenant(),
             "0000aaaa-0000-4000-8000-000000000001",
             vec![],
         ));

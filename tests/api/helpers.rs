@@ -177,7 +177,7 @@ impl TestApp {
     pub(crate) fn user_token(&self, oid: &str) -> String {
         self.stack
             .entra
-            .mint_user_token(&UserTokenSpec::new(&self.tenant(), oid))
+            .mint_user_token(&UserTokenSpec::new(self.tenant(), oid))
     }
 
     /// A valid workload token (app-only, with the role).
@@ -185,7 +185,7 @@ impl TestApp {
         self.stack
             .entra
             .mint_app_token(&emulators::AppTokenSpec::new(
-                &self.tenant(),
+                self.tenant(),
                 "7e57c0de-0000-4000-8000-00000000a11e",
                 vec!["OboVault.Act".into()],
             ))

@@ -76,11 +76,11 @@ async fn bad_tokens_are_refused_with_the_right_challenge(app: TestApp) {
     let oid = new_user();
     let expired = app.stack.entra.mint_user_token(&UserTokenSpec {
         lifetime_secs: -600,
-        ..UserTokenSpec::new(&app.tenant(), &oid)
+        ..UserTokenSpec::new(app.tenant(), &oid)
     });
     let wrong_audience = app.stack.entra.mint_user_token(&UserTokenSpec {
         aud: Some("api://someone-else".into()),
-        ..UserTokenSpec::new(&app.tenant(), &oid)
+        ..UserTokenSpec::new(app.tenant(), &oid)
     });
     for token in [expired.as_str(), wrong_audience.as_str(), "not-a-jwt"] {
         let response = app.post_setup(token).await;
@@ -101,7 +101,7 @@ async fn tokens_without_the_scope_or_from_other_tenants_get_403(app: TestApp) {
     let oid = new_user();
     let no_scope = app.stack.entra.mint_user_token(&UserTokenSpec {
         scp: "User.Read".into(),
-        ..UserTokenSpec::new(&app.tenant(), &oid)
+        ..UserTokenSpec::new(app.tenant(), &oid)
     });
     let body: Value = app.post_setup(&no_scope).await.json().await.unwrap();
     assert_eq!(body["error"], "insufficient_scope");
