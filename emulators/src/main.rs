@@ -5,73 +5,27 @@
 
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
+use clap::Parser;
 use emulators::{Stack, StackOptions};
 
-const USAGE: &str = "\
-Usage: obo-emulators [OPTIONS]
-
-Options:
-  --dir DIR                 where ca.pem (and by default service.env) go [default: .local-stack]
-  --env-file FILE           where the service settings go as KEY=VALUE lines [default: DIR/service.env]
-  --entra-latency-ms N      latency added to every token-endpoint call [default: 0]
-  --base-port N             Entra on N, Key Vault on N+1, downstream on N+2; 0 = any free ports
-                            [default: 8441]
-  -h, --help                print this help";
-
-/// Default first port: fixed ports let a committed `local.settings.json` point at the stack.
-const DEFAULT_BASE_PORT: u16 = 8441;
-
-#[derive(Debug)]
+/// Runs the Entra ID, Key Vault and downstream emulators for the local stack.
+#[derive(Debug, Parser)]
+#[command(version, about)]
 struct Args {
+    /// Where ca.pem (and by default service.env) go.
+    #[arg(long, default_value = ".local-stack")]
     dir: PathBuf,
+    /// Where the service settings go as KEY=VALUE lines [default: DIR/service.env].
+    #[arg(long)]
     env_file: Option<PathBuf>,
+    /// Latency added to every token-endpoint call, in milliseconds.
+    #[arg(long, default_value_t = 0)]
     entra_latency_ms: u64,
+    /// Entra on N, Key Vault on N+1, downstream on N+2; 0 = any free ports. Fixed ports let a
+    /// committed `local.settings.json` point at the stack.
+    #[arg(long, default_value_t = 8441, value_parser = clap::value_parser!(u16).range(0..=65533))]
     base_port: u16,
-}
-
-fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Args>> {
-    let mut parsed = Args {
-        dir: PathBuf::from(".local-stack"),
-        env_file: None,
-        entra_latency_ms: 0,
-        base_port: DEFAULT_BASE_PORT,
-    };
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                (name.to_owned(), Some(value.to_owned()))
-            }
-            _ => (arg.clone(), None),
-        };
-        let mut value = || -> anyhow::Result<String> {
-            match inline.clone().or_else(|| args.next()) {
-                Some(value) => Ok(value),
-                None => bail!("{name} needs a value\n\n{USAGE}"),
-            }
-        };
-        match name.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--dir" => parsed.dir = PathBuf::from(value()?),
-            "--env-file" => parsed.env_file = Some(PathBuf::from(value()?)),
-            "--entra-latency-ms" => {
-                parsed.entra_latency_ms = value()?
-                    .parse()
-                    .context("--entra-latency-ms must be a number of milliseconds")?;
-            }
-            "--base-port" => {
-                let port: u16 = value()?
-                    .parse()
-                    .context("--base-port must be a port number")?;
-                if port > u16::MAX - 2 {
-                    bail!("--base-port must leave room for two more ports");
-                }
-                parsed.base_port = port;
-            }
-            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
-        }
-    }
-    Ok(Some(parsed))
 }
 
 #[tokio::main]
@@ -82,10 +36,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let Some(args) = parse_args(std::env::args().skip(1))? else {
-        println!("{USAGE}");
-        return Ok(());
-    };
+    let args = Args::parse();
 
     let port = |offset: u16| {
         if args.base_port == 0 {
@@ -176,13 +127,10 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> anyhow::Result<Option<Args>> {
-        parse_args(args.iter().map(|s| (*s).to_owned()))
-    }
-
     #[test]
     fn arguments() {
-        let args = parse(&[
+        let args = Args::try_parse_from([
+            "obo-emulators",
             "--dir",
             "x",
             "--env-file=y.env",
@@ -191,16 +139,18 @@ mod tests {
             "--base-port",
             "0",
         ])
-        .expect("valid")
-        .expect("not help");
+        .expect("valid");
         assert_eq!(args.dir, PathBuf::from("x"));
         assert_eq!(args.env_file, Some(PathBuf::from("y.env")));
         assert_eq!(args.entra_latency_ms, 20);
         assert_eq!(args.base_port, 0);
-        assert!(parse(&["--help"]).expect("help").is_none());
-        assert!(parse(&["--dir"]).is_err());
-        assert!(parse(&["--entra-latency-ms", "x"]).is_err());
-        assert!(parse(&["--base-port", "65535"]).is_err());
-        assert!(parse(&["--bogus"]).is_err());
+        assert_eq!(
+            Args::try_parse_from(["obo-emulators"])
+                .expect("defaults")
+                .base_port,
+            8441
+        );
+        assert!(Args::try_parse_from(["obo-emulators", "--base-port", "65535"]).is_err());
+        assert!(Args::try_parse_from(["obo-emulators", "--nope"]).is_err());
     }
 }

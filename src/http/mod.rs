@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName};
+use axum::response::IntoResponse as _;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -35,9 +36,19 @@ pub fn router(app: Arc<App>) -> Router {
     let api = api_router(app.clone());
     Router::new()
         .route("/", get(|| async { "obo-vault ready" }))
-        .route("/setup", post(invocation::http_function))
-        .route("/do-work", post(invocation::http_function))
-        .route("/refresh-tokens", post(invocation::timer))
+        // Invocations are POSTs; any other method gets our 405 problem, not axum's bare one.
+        .route(
+            "/setup",
+            post(invocation::http_function).fallback(|| async { ApiError::MethodNotAllowed }),
+        )
+        .route(
+            "/do-work",
+            post(invocation::http_function).fallback(|| async { ApiError::MethodNotAllowed }),
+        )
+        .route(
+            "/refresh-tokens",
+            post(invocation::timer).fallback(|| async { ApiError::MethodNotAllowed }),
+        )
         .layer(DefaultBodyLimit::max(ENVELOPE_LIMIT))
         .with_state(invocation::State {
             app,
@@ -46,7 +57,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(api)
         .fallback(|| async { ApiError::NotFound })
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response_for_panic()
+            // The panic message is not logged: it could quote a value we were handling.
+            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
         }))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -91,10 +103,4 @@ fn request_span(request: &Request) -> tracing::Span {
         invocation.id = %invocation_id,
         caller.app_id = tracing::field::Empty,
     )
-}
-
-impl ApiError {
-    fn into_response_for_panic(self) -> axum::response::Response {
-        axum::response::IntoResponse::into_response(self)
-    }
 }

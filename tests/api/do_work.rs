@@ -127,6 +127,21 @@ async fn two_instances_share_one_refresh_through_the_lease(app: TestApp) {
     );
 }
 
+async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(app: TestApp) {
+    let oid = app.connected_user().await;
+    let before = app.stored_refresh_token(&oid).await;
+    let refreshed_before = app.row(&oid).await.unwrap().refreshed_at;
+    app.stack.entra.omit_refresh_token_next(1);
+    assert_eq!(app.do_work(&oid, Value::Null).await.status(), 200);
+    let row = app.row(&oid).await.unwrap();
+    assert_eq!(app.stored_refresh_token(&oid).await, before);
+    assert!(row.refreshed_at >= refreshed_before);
+    // The kept token still works.
+    app.app.access_tokens.invalidate(&app.key(&oid)).await;
+    assert_eq!(app.do_work(&oid, Value::Null).await.status(), 200);
+    assert_ne!(app.stored_refresh_token(&oid).await, before);
+}
+
 async fn a_revoked_grant_answers_409_and_keeps_the_token(app: TestApp) {
     let oid = app.connected_user().await;
     let sealed = app.row(&oid).await.unwrap().sealed_refresh_token;
@@ -289,6 +304,7 @@ crate::on_both_backends!(
     a_disconnected_user_is_never_acted_for_even_with_a_warm_cache,
     concurrent_cold_calls_cause_exactly_one_refresh,
     two_instances_share_one_refresh_through_the_lease,
+    a_refresh_without_a_new_refresh_token_keeps_the_old_one,
     a_revoked_grant_answers_409_and_keeps_the_token,
     entra_faults_answer_503_and_leave_the_row_untouched,
     downstream_statuses_are_reported_inside_the_envelope,
