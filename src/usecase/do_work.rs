@@ -136,7 +136,20 @@ async fn refresh(
     };
     let save_app = app.clone();
     let handle = tokio::spawn(async move {
-        let key = custody::latest_key(&save_app, &owner).await;
+        let key = match custody::latest_key(&save_app, &owner).await {
+            Ok(key) => Ok(key),
+            // Entra already rotated the token; dropping it would lose the grant wherever
+            // redeemed tokens stop working. The row's own key version (cached: the row was
+            // just opened with it) seals it instead; the timer re-seals it later.
+            Err(error) => {
+                tracing::warn!(error = %error, "latest key unavailable; sealing under the row's key version");
+                save_app
+                    .keys
+                    .version(&row.key_name, &row.key_version)
+                    .await
+                    .map_err(FlowError::from)
+            }
+        };
         let grant = key.and_then(|key| custody::seal_with(&key, &owner, &next));
         match grant {
             Ok(grant) => custody::save_refreshed(&save_app, &row, &grant, &lease_owner).await,

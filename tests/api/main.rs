@@ -4,6 +4,7 @@
 mod helpers;
 
 mod do_work;
+mod faults;
 mod invocation;
 mod leaks;
 mod setup;
