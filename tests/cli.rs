@@ -69,6 +69,7 @@ async fn rotation_and_reseal_only_over_ten_thousand_rows(backend: &str) {
     let tenant = stack.options().tenant_id.clone();
     let mut env = stack.service_env();
     env.push(("DATABASE_URL".into(), url.clone()));
+    let url_for_drop = url.clone();
     let cli = Cli { env };
 
     let key_name = format!("obo-vault-{tenant}");
@@ -155,6 +156,21 @@ async fn rotation_and_reseal_only_over_ten_thousand_rows(backend: &str) {
         .unwrap()
         .unwrap();
     assert_eq!(row.key_version, new_version);
+    if backend == "postgres" {
+        drop(store);
+        drop_database(&url_for_drop).await;
+    }
+}
+
+async fn drop_database(url: &str) {
+    let (server, name) = url.rsplit_once('/').unwrap();
+    let admin = sqlx::PgPool::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

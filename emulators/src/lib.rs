@@ -2,8 +2,7 @@
 //! OIDC discovery, JWKS), Azure Key Vault secrets (REST) and a downstream API, all over HTTPS
 //! with a generated test CA.
 //!
-//! They follow the real services' wire formats (see `shared/reference/entra-and-key-vault.md`)
-//! closely enough that the service cannot tell the difference, and they add what tests need:
+//! They follow the real services' wire formats closely enough that the service cannot tell the difference, and they add what tests need:
 //! token minting, revocation, fault injection, counters, and a list of every secret handed out
 //! for leak scans. Start all three with [`Stack::start`]; the `obo-emulators` binary does the
 //! same for the local stack.
@@ -11,6 +10,7 @@
 mod downstream;
 mod entra;
 mod faults;
+pub mod host_timer;
 mod key_vault;
 mod server;
 mod signing;

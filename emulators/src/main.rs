@@ -26,6 +26,12 @@ struct Args {
     /// committed `local.settings.json` point at the stack.
     #[arg(long, default_value_t = 8441, value_parser = clap::value_parser!(u16).range(0..=65533))]
     base_port: u16,
+    /// Act as the host's timer: fire the `timerTrigger` of this function.json on its schedule…
+    #[arg(long, requires = "handler_url")]
+    timer_function: Option<PathBuf>,
+    /// …at this URL of the custom handler (e.g. http://127.0.0.1:3000/refresh-tokens).
+    #[arg(long, requires = "timer_function")]
+    handler_url: Option<String>,
 }
 
 #[tokio::main]
@@ -88,6 +94,12 @@ async fn main() -> anyhow::Result<()> {
          (setup) and '{entra}/_dev/app-token?roles=OboVault.Act' (do-work)",
         ca = stack.ca_pem_path().display()
     );
+
+    if let (Some(function), Some(url)) = (&args.timer_function, &args.handler_url) {
+        let schedule = emulators::host_timer::schedule_of(function)?;
+        println!("Timer        {} on \"{schedule}\"", url);
+        tokio::spawn(emulators::host_timer::fire_on_schedule(schedule, url.clone()));
+    }
 
     shutdown_signal().await;
     tracing::info!("stopping the emulators");

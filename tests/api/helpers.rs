@@ -49,10 +49,35 @@ pub(crate) enum Backend {
     Sqlite,
 }
 
-/// A database made for one test.
+/// A database made for one test; a Postgres one is dropped when the test ends.
 pub(crate) struct TestDatabase {
     pub(crate) url: String,
     _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((server, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread with its own. FORCE closes the
+        // service's pooled connections, which would otherwise keep the database alive.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(admin) = sqlx::PgPool::connect(&server).await {
+                    let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(&statement).execute(&admin).await;
+                    admin.close().await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
 }
 
 impl TestDatabase {
@@ -65,6 +90,7 @@ impl TestDatabase {
                 Some(Self {
                     url,
                     _dir: Some(dir),
+                    postgres: None,
                 })
             }
             Backend::Postgres => {
@@ -88,6 +114,7 @@ impl TestDatabase {
                 Some(Self {
                     url: format!("{base}/{name}"),
                     _dir: None,
+                    postgres: Some((server, name)),
                 })
             }
         }
