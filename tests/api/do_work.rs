@@ -88,7 +88,11 @@ async fn concurrent_cold_calls_cause_exactly_one_refresh(app: TestApp) {
 }
 
 async fn two_instances_share_one_refresh_through_the_lease(app: TestApp) {
-    let oid = app.connected_user().await;
+    let users = [
+        app.connected_user().await,
+        app.connected_user().await,
+        app.connected_user().await,
+    ];
     app.stack.entra.set_strict_single_use(true);
     app.stack.entra.set_latency(Duration::from_millis(200));
     app.stack.entra.reset_stats();
@@ -98,14 +102,14 @@ async fn two_instances_share_one_refresh_through_the_lease(app: TestApp) {
         .unwrap();
     let second_address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until(std::future::pending()));
-    let body = json!({"tenantId": app.tenant(), "userId": oid});
     let token = app.workload_token();
-    let calls = (0..20).map(|i| {
+    let calls = (0..30).map(|i| {
         let address = if i % 2 == 0 {
             &app.address
         } else {
             &second_address
         };
+        let body = json!({"tenantId": app.tenant(), "userId": users[i % 3]});
         app.client
             .post(format!("{address}/api/do-work"))
             .bearer_auth(&token)
@@ -120,11 +124,48 @@ async fn two_instances_share_one_refresh_through_the_lease(app: TestApp) {
         stats.failed_grants, 0,
         "no refresh token was redeemed twice"
     );
-    assert!(stats.refresh_grants <= 2, "{stats:?}");
+    // At most one refresh per user per instance (each keeps its own access-token cache).
+    assert!(stats.refresh_grants <= 6, "{stats:?}");
+    for oid in &users {
+        assert_eq!(
+            Some(app.stored_refresh_token(oid).await),
+            app.stack.entra.latest_refresh_token(&app.tenant(), oid)
+        );
+    }
+}
+
+async fn users_see_which_workload_acted_for_them(app: TestApp) {
+    let oid = app.connected_user().await;
     assert_eq!(
-        Some(app.stored_refresh_token(&oid).await),
-        app.stack.entra.latest_refresh_token(&app.tenant(), &oid)
+        app.do_work(&oid, json!({"path": "/me"})).await.status(),
+        200
     );
+    let mut seen = Value::Null;
+    for _ in 0..50 {
+        let body: Value = app
+            .get_setup(&app.user_token(&oid))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if body["recentAccess"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            seen = body["recentAccess"][0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen["callerAppId"], "7e57c0de-0000-4000-8000-00000000a11e",
+        "{seen}"
+    );
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["path"], "/me");
+    assert_eq!(seen["downstreamStatus"], 200);
+    assert_eq!(seen["refreshed"], true);
+    assert!(seen["at"].is_string());
 }
 
 async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(app: TestApp) {
@@ -304,6 +345,7 @@ crate::on_both_backends!(
     a_disconnected_user_is_never_acted_for_even_with_a_warm_cache,
     concurrent_cold_calls_cause_exactly_one_refresh,
     two_instances_share_one_refresh_through_the_lease,
+    users_see_which_workload_acted_for_them,
     a_refresh_without_a_new_refresh_token_keeps_the_old_one,
     a_revoked_grant_answers_409_and_keeps_the_token,
     entra_faults_answer_503_and_leave_the_row_untouched,
