@@ -71,6 +71,11 @@ impl DownstreamRequest {
     pub fn path(&self) -> &str {
         &self.path
     }
+
+    /// The full URL the call goes to (for the fuzz targets in `fuzz/`).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
 }
 
 /// The envelope do-work answers with.

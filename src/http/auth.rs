@@ -83,12 +83,20 @@ async fn validate(app: &App, token: &str) -> Result<ValidatedToken, ApiError> {
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Err(ApiError::InvalidToken {
             detail: "a bearer token is required".into(),
             missing: true,
         });
     };
+    // Two credentials are ambiguous (a proxy may have checked the other one): refuse both.
+    if values.next().is_some() {
+        return Err(ApiError::InvalidToken {
+            detail: "more than one Authorization header".into(),
+            missing: false,
+        });
+    }
     let malformed = || ApiError::InvalidToken {
         detail: "the Authorization header is not a bearer token".into(),
         missing: false,

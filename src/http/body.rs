@@ -54,7 +54,10 @@ pub(crate) fn json_object<T: DeserializeOwned>(
             "the body must be a JSON object".into(),
         ));
     }
-    serde_json::from_value(value)
+    // Read from the bytes, not the `Value`: a `Value` keeps only the last of duplicate keys,
+    // while the typed read refuses `{"userId": a, "userId": b}`, which other parsers (a
+    // gateway, a log scanner) may read as `a`.
+    serde_json::from_slice(body)
         .map(Some)
         .map_err(|error| ApiError::InvalidRequest(format!("invalid body: {error}")))
 }

@@ -74,8 +74,15 @@ pub(crate) async fn http_function(
 }
 
 /// `POST /refresh-tokens`: the timer. The envelope is read leniently; nothing in it changes
-/// what a run does.
-pub(crate) async fn timer(AxumState(state): AxumState<State>, body: Bytes) -> Response {
+/// what a run does. Only a body over the envelope limit (never a host call) is refused, as 413.
+pub(crate) async fn timer(
+    AxumState(state): AxumState<State>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match super::body::bytes(body) {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
+    };
     let past_due = serde_json::from_slice::<Envelope>(&body)
         .ok()
         .and_then(|envelope| envelope.data.get("timer").cloned())
@@ -105,7 +112,14 @@ fn replayed_request(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Request<Body>, ApiError> {
     let body = super::body::bytes(body)?;
-    let envelope: Envelope = serde_json::from_slice(&body).map_err(|_| {
+    replay_envelope(function, &body)
+}
+
+/// Reads the JSON invocation of the HTTP function `function` (`setup`, `do-work`) into the
+/// request replayed through the API router. Public so that the fuzz targets in `fuzz/` reach
+/// the envelope parser.
+pub fn replay_envelope(function: &str, body: &[u8]) -> Result<Request<Body>, ApiError> {
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|_| {
         ApiError::InvalidRequest("the invocation is not a JSON object with Data".into())
     })?;
     let req = envelope

@@ -24,6 +24,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
+pub use invocation::replay_envelope;
 use problem::ApiError;
 
 /// Largest request body accepted (forwarded or inside a JSON invocation).

@@ -766,16 +766,21 @@ mod tests {
 
     #[tokio::test]
     async fn log_lines_carry_diagnostics_but_no_secrets() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        // Other tests run on other threads without a subscriber; callsites they hit first
-        // may have cached "never" interest.
-        tracing::callsite::rebuild_interest_cache();
+        // A process-wide subscriber: a thread-scoped one loses lines whenever a parallel test
+        // on another thread caches a callsite's interest first. Other tests' lines land in the
+        // same buffer, which only makes the "no secret" checks stricter.
+        static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+        let captured = CAPTURED.get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other test installs a global subscriber");
+            captured
+        });
         let refused = Answer::json(
             400,
             json!({"error": "invalid_grant", "error_codes": [70008], "error_description": "DESCRIPTION-TEXT",

@@ -5,6 +5,7 @@ mod helpers;
 
 mod do_work;
 mod faults;
+mod hostile;
 mod invocation;
 mod leaks;
 mod setup;
