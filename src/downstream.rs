@@ -90,7 +90,7 @@ pub struct DownstreamResponse {
 }
 
 /// Why a request was refused or the call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum DownstreamError {
     /// The request is malformed (400 `invalid_request`).
     #[error("{0}")]

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 /// A failed call to the Entra token endpoint, classified by what the caller should do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum IdpError {
     /// OBO only: Entra will not exchange the inbound token (expired, wrong audience, an id_token
     /// …); the caller answers `401 invalid_token` so that the client brings a fresh token.

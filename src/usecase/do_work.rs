@@ -208,29 +208,28 @@ fn unshare(error: Arc<FlowError>) -> FlowError {
 }
 
 fn shared_copy(error: &FlowError) -> FlowError {
+    use crate::store::StoreError;
     match error {
         FlowError::Busy => FlowError::Busy,
+        FlowError::Crypto(error) => FlowError::Crypto(error.clone()),
+        FlowError::Downstream(error) => FlowError::Downstream(error.clone()),
+        FlowError::Idp(error) => FlowError::Idp(error.clone()),
+        FlowError::InteractionRequired { claims } => FlowError::InteractionRequired {
+            claims: claims.clone(),
+        },
+        FlowError::Keys(error) => FlowError::Keys(error.clone()),
         FlowError::NotConnected => FlowError::NotConnected,
         FlowError::ReauthRequired { reason } => FlowError::ReauthRequired {
             reason: reason.clone(),
         },
+        // sqlx errors cannot be cloned; the waiter gets the same kind, the cause was logged by
+        // the caller whose refresh failed.
+        FlowError::Store(StoreError::Unavailable(_)) => {
+            FlowError::Store(StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+        }
+        FlowError::Store(StoreError::Other(error)) => {
+            FlowError::Store(StoreError::Other(anyhow::anyhow!("{error:#}")))
+        }
         FlowError::TenantNotAllowed => FlowError::TenantNotAllowed,
-        FlowError::Crypto(error) => FlowError::Crypto(error.clone()),
-        FlowError::Keys(error) => FlowError::Keys(error.clone()),
-        FlowError::Idp(IdpError::Throttled { retry_after }) => {
-            FlowError::Idp(IdpError::Throttled {
-                retry_after: *retry_after,
-            })
-        }
-        FlowError::Idp(IdpError::Unavailable { retry_after }) => {
-            FlowError::Idp(IdpError::Unavailable {
-                retry_after: *retry_after,
-            })
-        }
-        FlowError::Idp(IdpError::Timeout) => FlowError::Idp(IdpError::Timeout),
-        FlowError::Store(crate::store::StoreError::Unavailable(_)) => FlowError::Store(
-            crate::store::StoreError::Unavailable(sqlx::Error::PoolTimedOut),
-        ),
-        other => FlowError::Idp(IdpError::Protocol(format!("shared failure: {other}"))),
     }
 }
