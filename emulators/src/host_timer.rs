@@ -21,7 +21,8 @@ pub fn schedule_of(function_json: &Path) -> anyhow::Result<cron::Schedule> {
         .find(|binding| binding["type"] == "timerTrigger")
         .and_then(|binding| binding["schedule"].as_str())
         .context("function.json has no timerTrigger schedule")?;
-    cron::Schedule::from_str(schedule).with_context(|| format!("cannot parse schedule {schedule:?}"))
+    cron::Schedule::from_str(schedule)
+        .with_context(|| format!("cannot parse schedule {schedule:?}"))
 }
 
 /// Invokes `handler_url` (the handler's `/refresh-tokens`) at every time of `schedule`, as the
@@ -43,7 +44,11 @@ pub async fn fire_on_schedule(schedule: cron::Schedule, handler_url: String) {
         last = Some(next);
         match client.post(&handler_url).json(&envelope).send().await {
             Ok(answer) => {
-                let logs = answer.json::<Value>().await.map(|v| v["Logs"].clone()).unwrap_or_default();
+                let logs = answer
+                    .json::<Value>()
+                    .await
+                    .map(|v| v["Logs"].clone())
+                    .unwrap_or_default();
                 println!("timer fired at {next}: {logs}");
             }
             Err(error) => println!("timer fired at {next}: the handler did not answer ({error})"),

@@ -98,7 +98,10 @@ async fn main() -> anyhow::Result<()> {
     if let (Some(function), Some(url)) = (&args.timer_function, &args.handler_url) {
         let schedule = emulators::host_timer::schedule_of(function)?;
         println!("Timer        {} on \"{schedule}\"", url);
-        tokio::spawn(emulators::host_timer::fire_on_schedule(schedule, url.clone()));
+        tokio::spawn(emulators::host_timer::fire_on_schedule(
+            schedule,
+            url.clone(),
+        ));
     }
 
     shutdown_signal().await;
