@@ -9,6 +9,8 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use parking_lot::{Mutex, RwLock};
@@ -43,7 +45,9 @@ pub(crate) struct SigningKey {
     n_b64: String,
     e_b64: String,
     public_pem: String,
-    encoding: EncodingKey,
+    /// Parsed once: `jsonwebtoken` re-parses and re-checks a DER key on every signature, which
+    /// costs more than the signature itself and made the emulator the bottleneck of load tests.
+    pair: RsaKeyPair,
     decoding: DecodingKey,
 }
 
@@ -69,7 +73,8 @@ impl SigningKey {
             n_b64,
             e_b64,
             public_pem,
-            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+            pair: RsaKeyPair::from_der(der.as_bytes())
+                .map_err(|e| anyhow::anyhow!("parsing the RSA key: {e}"))?,
             decoding: DecodingKey::from_rsa_raw_components(&n, &e),
         })
     }
@@ -206,9 +211,9 @@ impl KeyStore {
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
         let signature = match with {
-            SignWith::Current => rs256(&signing_input, &current.encoding),
+            SignWith::Current => rs256(&signing_input, &current.pair),
             SignWith::Foreign => match self.foreign() {
-                Ok(foreign) => rs256(&signing_input, &foreign.encoding),
+                Ok(foreign) => rs256(&signing_input, &foreign.pair),
                 // Key generation does not fail in practice; a garbage signature is just as
                 // foreign.
                 Err(_) => URL_SAFE_NO_PAD.encode([0u8; 256]),
@@ -265,10 +270,19 @@ impl KeyStore {
     }
 }
 
-fn rs256(signing_input: &str, key: &EncodingKey) -> String {
+fn rs256(signing_input: &str, key: &RsaKeyPair) -> String {
     // Signing with a key we generated ourselves has no input-dependent failure; an empty
     // signature (rejected by every verifier) is the harmless fallback.
-    jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, Algorithm::RS256).unwrap_or_default()
+    let mut signature = vec![0u8; key.public_modulus_len()];
+    match key.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        signing_input.as_bytes(),
+        &mut signature,
+    ) {
+        Ok(()) => URL_SAFE_NO_PAD.encode(signature),
+        Err(_) => String::new(),
+    }
 }
 
 /// Decodes one base64url (unpadded, padding tolerated) JSON part of a JWT.

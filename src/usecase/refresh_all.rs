@@ -7,11 +7,14 @@
 //! No rows are claimed once the time budget is spent; claimed rows that were not started are
 //! released for the next run.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt as _;
 use rand::Rng as _;
 use serde::Serialize;
@@ -88,6 +91,12 @@ impl Counters {
             duration_ms: started.elapsed().as_millis() as u64,
         }
     }
+}
+
+/// What one of a key's concurrent tasks finished.
+enum Done {
+    Row,
+    Claimed(Result<Vec<TokenRecord>, FlowError>),
 }
 
 enum Outcome {
@@ -174,40 +183,91 @@ impl Run<'_> {
         progress: &(dyn Fn(&Summary) + Sync),
     ) -> Result<(), FlowError> {
         let batch = (self.options.concurrency * 4) as i64;
-        while Instant::now() < self.deadline && !self.stopped.load(Ordering::Relaxed) {
-            let now = Utc::now();
-            let claim = DueClaim {
-                key_name: latest.name.clone(),
-                latest_version: latest.version.clone(),
-                refreshed_before: self.refreshed_before,
-                now,
-                lease: Lease {
-                    owner: self.owner.clone(),
-                    until: now + self.app.lease,
-                },
-                limit: batch,
-            };
-            let rows = self.app.store.claim_due(&claim).await?;
-            if rows.is_empty() {
-                return Ok(());
+        let concurrency = self.options.concurrency.max(1);
+        // Claims are pipelined: the next batch is claimed while the current one is still being
+        // worked on, so no worker waits for the slowest row of a batch (or for the claim).
+        let mut tasks: FuturesUnordered<BoxFuture<'_, Done>> = FuturesUnordered::new();
+        let mut queue: VecDeque<TokenRecord> = VecDeque::new();
+        let (mut working, mut claiming, mut exhausted) = (0usize, false, false);
+        let mut failed = None;
+        loop {
+            while working < concurrency {
+                let Some(row) = queue.pop_front() else { break };
+                working += 1;
+                tasks.push(Box::pin(async move {
+                    self.work(&row, latest, progress).await;
+                    Done::Row
+                }));
             }
-            futures::stream::iter(rows)
-                .for_each_concurrent(self.options.concurrency, |row| async move {
-                    self.counters.examined.fetch_add(1, Ordering::Relaxed);
-                    let outcome = self.row(&row, latest).await;
-                    let counter = match outcome {
-                        Outcome::Failed => &self.counters.failed,
-                        Outcome::Reauth => &self.counters.reauth_required,
-                        Outcome::Refreshed => &self.counters.refreshed,
-                        Outcome::Resealed => &self.counters.resealed,
-                        Outcome::Skipped => &self.counters.skipped,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    progress(&self.counters.snapshot(self.started));
-                })
-                .await;
+            if !claiming
+                && !exhausted
+                && queue.len() < concurrency
+                && Instant::now() < self.deadline
+                && !self.stopped.load(Ordering::Relaxed)
+            {
+                claiming = true;
+                tasks.push(Box::pin(async move {
+                    Done::Claimed(self.claim(latest, batch).await)
+                }));
+            }
+            match tasks.next().await {
+                None => break,
+                Some(Done::Row) => working -= 1,
+                Some(Done::Claimed(Ok(rows))) => {
+                    claiming = false;
+                    exhausted = rows.is_empty();
+                    queue.extend(rows);
+                }
+                Some(Done::Claimed(Err(error))) => {
+                    // Rows already claimed are still worked on; no new claims.
+                    claiming = false;
+                    exhausted = true;
+                    failed.get_or_insert(error);
+                }
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Works on one claimed row and counts the outcome.
+    async fn work(
+        &self,
+        row: &TokenRecord,
+        latest: &VersionedKey,
+        progress: &(dyn Fn(&Summary) + Sync),
+    ) {
+        self.counters.examined.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.row(row, latest).await;
+        let counter = match outcome {
+            Outcome::Failed => &self.counters.failed,
+            Outcome::Reauth => &self.counters.reauth_required,
+            Outcome::Refreshed => &self.counters.refreshed,
+            Outcome::Resealed => &self.counters.resealed,
+            Outcome::Skipped => &self.counters.skipped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        progress(&self.counters.snapshot(self.started));
+    }
+
+    /// Claims up to `limit` due rows of `latest`'s key, stamping this run's lease on them.
+    async fn claim(
+        &self,
+        latest: &VersionedKey,
+        limit: i64,
+    ) -> Result<Vec<TokenRecord>, FlowError> {
+        let now = Utc::now();
+        let claim = DueClaim {
+            key_name: latest.name.clone(),
+            latest_version: latest.version.clone(),
+            refreshed_before: self.refreshed_before,
+            now,
+            lease: Lease {
+                owner: self.owner.clone(),
+                until: now + self.app.lease,
+            },
+            limit,
+        };
+        Ok(self.app.store.claim_due(&claim).await?)
     }
 
     #[tracing::instrument(skip_all, fields(tenant.id = %row.key.tenant_id, user.id = %row.key.user_id))]

@@ -1,0 +1,139 @@
+//! `obo-bench`: what users of obo-vault pay for, measured next to the floor in the same run.
+//!
+//! The emulators run in this process; the service runs as a child process (the `obo-vault`
+//! binary next to this executable), so its RSS and CPU are its own. Results: a table on stdout,
+//! a JSON report (`bench/report.json` for a full run), and the figures `docs/PERFORMANCE.md`
+//! quotes. `--quick` runs small sizes (CI keeps the command working; targets are reported,
+//! never enforced). Any error (a failed request, a failed row) fails the command.
+
+mod load;
+mod proc;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Benchmarks of obo-vault against its emulators.
+#[derive(Debug, Parser)]
+#[command(about)]
+pub(crate) struct Args {
+    /// Small sizes and short runs (CI): finishes in about a minute, targets are not enforced.
+    #[arg(long)]
+    quick: bool,
+    /// Postgres server; a fresh database is created per run and dropped after.
+    #[arg(
+        long,
+        env = "BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres: String,
+    /// Where to write the JSON report [default: bench/report.json for a full run of every
+    /// section, else target/obo-bench/report.json].
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Run only these sections (comma-separated): do-work, cold, setup, startup, refresh,
+    /// reseal.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Seconds per do-work load point [default: 4, quick: 0.5].
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Largest refresh-tokens size [default: 100000, quick: 400].
+    #[arg(long)]
+    rows: Option<usize>,
+    /// Entra emulator latency during refresh-tokens, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    entra_latency_ms: u64,
+}
+
+/// Sizes of one run.
+#[derive(Clone, Debug)]
+pub(crate) struct Sizes {
+    pub(crate) quick: bool,
+    pub(crate) point: Duration,
+    pub(crate) concurrency: Vec<usize>,
+    pub(crate) warm_users: usize,
+    pub(crate) cold_calls: usize,
+    pub(crate) setup_calls: usize,
+    pub(crate) startup_reps: usize,
+    pub(crate) refresh_rows: Vec<usize>,
+    pub(crate) refresh_concurrency: Vec<usize>,
+    pub(crate) reseal_rows: usize,
+    pub(crate) entra_latency: Duration,
+}
+
+impl Sizes {
+    fn from_args(args: &Args) -> Self {
+        let quick = args.quick;
+        let big = args.rows.unwrap_or(if quick { 400 } else { 100_000 });
+        let small = (big / 10).max(100);
+        Self {
+            quick,
+            point: Duration::from_secs_f64(args.seconds.unwrap_or(if quick { 0.5 } else { 4.0 })),
+            concurrency: vec![1, 8, 32, 128],
+            warm_users: 64,
+            cold_calls: if quick { 100 } else { 1000 },
+            setup_calls: if quick { 50 } else { 1000 },
+            startup_reps: if quick { 1 } else { 5 },
+            refresh_rows: vec![small, big],
+            refresh_concurrency: if quick { vec![16] } else { vec![16, 64] },
+            reseal_rows: big,
+            entra_latency: Duration::from_millis(args.entra_latency_ms),
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("obo-bench: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(scenarios::run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("obo-bench: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+impl Args {
+    pub(crate) fn sizes(&self) -> Sizes {
+        Sizes::from_args(self)
+    }
+
+    pub(crate) fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+
+    pub(crate) fn report_path(&self) -> PathBuf {
+        if let Some(path) = &self.report {
+            return path.clone();
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        if !self.quick
+            && self.only.is_empty()
+            && self.rows.is_none()
+            && self.seconds.is_none()
+            && self.entra_latency_ms == 20
+        {
+            root.join("report.json")
+        } else {
+            root.join("../target/obo-bench/report.json")
+        }
+    }
+
+    pub(crate) fn postgres(&self) -> &str {
+        &self.postgres
+    }
+}
