@@ -10,6 +10,7 @@ mod load;
 mod proc;
 mod report;
 mod scenarios;
+mod soak;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +48,10 @@ pub(crate) struct Args {
     /// Entra emulator latency during refresh-tokens, in milliseconds.
     #[arg(long, default_value_t = 20)]
     entra_latency_ms: u64,
+    /// Instead of the benchmarks: a soak of this many minutes (mixed traffic with injected
+    /// faults; answers by kind and memory over time). Not for CI.
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<f64>,
 }
 
 /// Sizes of one run.
@@ -98,7 +103,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(scenarios::run(args)) {
+    let outcome = match args.soak {
+        Some(minutes) => tempfile::tempdir()
+            .map_err(anyhow::Error::from)
+            .and_then(|dir| {
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("soak.db").display());
+                runtime.block_on(soak::run(minutes, url))
+            }),
+        None => runtime.block_on(scenarios::run(args)),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("obo-bench: error: {error:#}");
