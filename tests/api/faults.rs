@@ -181,17 +181,6 @@ async fn assert_token_alive(app: &TestApp, oid: &str, what: &str) {
     );
 }
 
-fn summary_line(answer: &Value) -> String {
-    answer["Logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|l| l.starts_with("refresh-tokens: examined="))
-        .expect("summary line")
-        .to_owned()
-}
-
 // ---------------------------------------------------------------------------------------------
 // setup
 
@@ -499,7 +488,7 @@ async fn timer_entra_faults_back_off_only_the_failed_rows(app: TestApp) {
     );
     app.stack.entra.reset_stats();
     let started = Instant::now();
-    let line = summary_line(&app.run_timer().await);
+    let line = app.timer_summary().await;
     assert!(started.elapsed() < ENTRA_BOUND, "{:?}", started.elapsed());
     assert_eq!(summary_count(&line, "examined"), 8, "{line}");
     assert_eq!(summary_count(&line, "failed"), 5, "{line}");
@@ -523,7 +512,7 @@ async fn timer_entra_faults_back_off_only_the_failed_rows(app: TestApp) {
         assert_token_alive(&app, oid, "after the run").await;
     }
     assert_eq!(failed, 5);
-    let line = summary_line(&app.run_timer().await);
+    let line = app.timer_summary().await;
     assert_eq!(summary_count(&line, "examined"), 0, "{line}");
 }
 
@@ -605,7 +594,7 @@ async fn timer_key_vault_faults_at_the_start_leave_every_row_alone(app: TestApp)
         FaultKind::Unreachable,
     ] {
         faults.vault(kind, 1);
-        let line = summary_line(&app.run_timer().await);
+        let line = app.timer_summary().await;
         assert_eq!(summary_count(&line, "examined"), 0, "{kind:?}: {line}");
         for oid in &users {
             let row = app.row(oid).await.unwrap();
@@ -616,7 +605,7 @@ async fn timer_key_vault_faults_at_the_start_leave_every_row_alone(app: TestApp)
     }
     let stats = app.stack.entra.stats();
     assert_eq!(stats.refresh_grants + stats.failed_grants, 0);
-    let line = summary_line(&app.run_timer().await);
+    let line = app.timer_summary().await;
     assert_eq!(summary_count(&line, "refreshed"), 5, "{line}");
 }
 

@@ -405,6 +405,23 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Fires the timer and returns its summary line, checking the rest of the host contract.
+    pub(crate) async fn timer_summary(&self) -> String {
+        let answer = self.run_timer().await;
+        assert_eq!(answer["Outputs"], serde_json::json!({}));
+        assert_eq!(answer["ReturnValue"], serde_json::Value::Null);
+        answer["Logs"]
+            .as_array()
+            .expect("Logs is an array")
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .find(|l| l.starts_with("refresh-tokens: examined="))
+            .expect("summary line")
+            .to_owned()
+    }
+}
+
 /// Extracts `name=N` from a summary line.
 pub(crate) fn summary_count(line: &str, name: &str) -> u64 {
     line.split_whitespace()

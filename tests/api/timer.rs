@@ -5,22 +5,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use obo_vault::usecase::refresh_all::{self, RunOptions};
-use serde_json::Value;
 
 use crate::helpers::{summary_count, TestApp};
-
-fn summary_line(answer: &Value) -> String {
-    assert_eq!(answer["Outputs"], serde_json::json!({}));
-    assert_eq!(answer["ReturnValue"], Value::Null);
-    answer["Logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|l| l.starts_with("refresh-tokens: examined="))
-        .expect("summary line")
-        .to_owned()
-}
 
 async fn a_rotation_reaches_every_row_and_only_old_rows_call_entra(app: TestApp) {
     let old = Utc::now() - chrono::Duration::hours(48);
@@ -29,7 +15,7 @@ async fn a_rotation_reaches_every_row_and_only_old_rows_call_entra(app: TestApp)
     let rotated = app.app.keys.rotate(&app.key_name()).await.unwrap();
     app.stack.entra.reset_stats();
     app.stack.key_vault.reset_stats();
-    let line = summary_line(&app.run_timer().await);
+    let line = app.timer_summary().await;
     assert_eq!(summary_count(&line, "examined"), 1000, "{line}");
     assert_eq!(summary_count(&line, "refreshed"), 400, "{line}");
     assert_eq!(summary_count(&line, "resealed"), 600, "{line}");
@@ -51,7 +37,7 @@ async fn a_rotation_reaches_every_row_and_only_old_rows_call_entra(app: TestApp)
         "{report:?}"
     );
     // Nothing is due any more.
-    let line = summary_line(&app.run_timer().await);
+    let line = app.timer_summary().await;
     assert_eq!(summary_count(&line, "examined"), 0, "{line}");
 }
 
@@ -61,7 +47,7 @@ async fn revoked_grants_become_reauth_required_and_stay_out(app: TestApp) {
     for oid in &users[..2] {
         app.stack.entra.revoke_user(&app.tenant(), oid);
     }
-    let line = summary_line(&app.run_timer().await);
+    let line = app.timer_summary().await;
     assert_eq!(summary_count(&line, "reauth_required"), 2, "{line}");
     assert_eq!(summary_count(&line, "refreshed"), 4, "{line}");
     for oid in &users[..2] {
@@ -72,7 +58,7 @@ async fn revoked_grants_become_reauth_required_and_stay_out(app: TestApp) {
     }
     app.app.keys.rotate(&app.key_name()).await.unwrap();
     app.stack.entra.reset_stats();
-    let line = summary_line(&app.run_timer().await);
+    let line = app.timer_summary().await;
     assert_eq!(summary_count(&line, "resealed"), 4, "{line}");
     let stats = app.stack.entra.stats();
     assert_eq!(stats.refresh_grants + stats.failed_grants, 0);
@@ -86,7 +72,7 @@ async fn transient_failures_back_off_without_touching_the_token(app: TestApp) {
         kind: emulators::FaultKind::Status(503),
         times: 100,
     });
-    let line = summary_line(&app.run_timer().await);
+    let line = app.timer_summary().await;
     assert_eq!(summary_count(&line, "failed"), 3, "{line}");
     let after = app.row(&users[0]).await.unwrap();
     assert_eq!(after.sealed_refresh_token, before.sealed_refresh_token);
@@ -95,7 +81,7 @@ async fn transient_failures_back_off_without_touching_the_token(app: TestApp) {
     assert!(after.lease_owner.is_none());
     app.stack.entra.clear_faults();
     // Backing off: the next run does not pick them.
-    let line = summary_line(&app.run_timer().await);
+    let line = app.timer_summary().await;
     assert_eq!(summary_count(&line, "examined"), 0, "{line}");
 }
 
