@@ -4,6 +4,7 @@
 //! compare-and-set on the row's `revision`, and work on a row across instances is serialised
 //! by a short lease (`lease_owner`, `lease_until`) that is never held inside a transaction.
 
+mod adapter;
 #[cfg(test)]
 mod claim_tests;
 #[cfg(test)]

@@ -15,6 +15,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode};
 use sqlx::sqlite::{SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{FromRow, Sqlite, SqlitePool};
 
+use super::adapter::token_store_impl;
 use super::rows::{distinct_users, RawAccess, RawRecord};
 use super::steps::{self, Steps};
 use super::{sql, AccessRecord, Connected, DueClaim, Lease, LeaseAttempt, SealedGrant};
@@ -32,13 +33,16 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-type Raw = RawRecord<String>;
+type Stamp = String;
+type Raw = RawRecord<Stamp>;
+const CLAIM_DUE: &str = sql::CLAIM_DUE_SQLITE;
+const TRIM_ACCESSES: &str = sql::TRIM_ACCESSES_SQLITE;
 
-fn text(time: DateTime<Utc>) -> String {
+fn stamp(time: DateTime<Utc>) -> Stamp {
     time.format(TIME_FORMAT).to_string()
 }
 
-fn time(text: String) -> Result<DateTime<Utc>, StoreError> {
+fn unstamp(text: Stamp) -> Result<DateTime<Utc>, StoreError> {
     NaiveDateTime::parse_from_str(&text, TIME_FORMAT)
         .map(|naive| naive.and_utc())
         .map_err(|error| StoreError::Other(anyhow::Error::new(error).context("corrupt timestamp")))
@@ -65,7 +69,7 @@ where
 }
 
 fn record(raw: Raw) -> Result<TokenRecord, StoreError> {
-    raw.into_record(time)
+    raw.into_record(unstamp)
 }
 
 impl SqliteStore {
@@ -107,7 +111,7 @@ impl SqliteStore {
             .bind(&grant.key_name)
             .bind(&grant.key_version);
         let query = match now {
-            Some(now) => query.bind(text(now)),
+            Some(now) => query.bind(stamp(now)),
             None => query,
         };
         let done = query.bind(owner).execute(&self.pool).await?;
@@ -130,7 +134,7 @@ impl Steps for SqliteStore {
             .bind(&grant.key_name)
             .bind(&grant.key_version)
             .bind(scopes)
-            .bind(text(now));
+            .bind(stamp(now));
         let query = match first_revision {
             Some(revision) => query.bind(revision),
             None => query,
@@ -147,8 +151,8 @@ impl Steps for SqliteStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         let raw: Option<Raw> = keyed_as(sql::ACQUIRE_LEASE, key)
             .bind(&lease.owner)
-            .bind(text(lease.until))
-            .bind(text(now))
+            .bind(stamp(lease.until))
+            .bind(stamp(now))
             .fetch_optional(&self.pool)
             .await?;
         raw.map(record).transpose()
@@ -160,220 +164,4 @@ impl Steps for SqliteStore {
     }
 }
 
-#[async_trait]
-impl TokenStore for SqliteStore {
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-    async fn connect(
-        &self,
-        key: &UserKey,
-        grant: &SealedGrant,
-        scopes: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Connected, StoreError> {
-        // One statement, no read-then-write transaction: a deferred SQLite transaction that
-        // reads first can fail with SQLITE_BUSY_SNAPSHOT when it upgrades to a writer.
-        steps::connect(self, key, grant, scopes, now).await
-    }
-
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-    async fn find(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError> {
-        self.find_row(key).await
-    }
-
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-    async fn delete(&self, key: &UserKey) -> Result<bool, StoreError> {
-        // The access history goes with the row (ON DELETE CASCADE, foreign_keys is on).
-        let done = keyed(sql::DELETE, key).execute(&self.pool).await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-    async fn acquire_lease(
-        &self,
-        key: &UserKey,
-        lease: &Lease,
-        now: DateTime<Utc>,
-    ) -> Result<LeaseAttempt, StoreError> {
-        steps::acquire_lease(self, key, lease, now).await
-    }
-
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-    async fn release_lease(&self, key: &UserKey, owner: &str) -> Result<(), StoreError> {
-        keyed(sql::RELEASE_LEASE, key)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-    async fn save_refreshed(
-        &self,
-        key: &UserKey,
-        expected_revision: i64,
-        grant: &SealedGrant,
-        now: DateTime<Utc>,
-        owner: &str,
-    ) -> Result<bool, StoreError> {
-        self.save_grant(
-            sql::SAVE_REFRESHED,
-            key,
-            expected_revision,
-            grant,
-            Some(now),
-            owner,
-        )
-        .await
-    }
-
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-    async fn save_resealed(
-        &self,
-        key: &UserKey,
-        expected_revision: i64,
-        grant: &SealedGrant,
-        owner: &str,
-    ) -> Result<bool, StoreError> {
-        self.save_grant(
-            sql::SAVE_RESEALED,
-            key,
-            expected_revision,
-            grant,
-            None,
-            owner,
-        )
-        .await
-    }
-
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-    async fn mark_reauth_required(
-        &self,
-        key: &UserKey,
-        expected_revision: i64,
-        reason: &str,
-        owner: &str,
-    ) -> Result<bool, StoreError> {
-        let done = keyed(sql::MARK_REAUTH_REQUIRED, key)
-            .bind(expected_revision)
-            .bind(reason)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-    async fn record_failure(
-        &self,
-        key: &UserKey,
-        owner: &str,
-        error_code: &str,
-        next_attempt_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        keyed(sql::RECORD_FAILURE, key)
-            .bind(owner)
-            .bind(error_code)
-            .bind(text(next_attempt_at))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn key_names(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(sql::KEY_NAMES)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    #[tracing::instrument(skip_all, fields(key.name = %claim.key_name, limit = claim.limit))]
-    async fn claim_due(&self, claim: &DueClaim) -> Result<Vec<TokenRecord>, StoreError> {
-        if claim.limit <= 0 {
-            return Ok(Vec::new());
-        }
-        let raws: Vec<Raw> = sqlx::query_as(sql::CLAIM_DUE_SQLITE)
-            .bind(&claim.key_name)
-            .bind(text(claim.refreshed_before))
-            .bind(&claim.latest_version)
-            .bind(text(claim.now))
-            .bind(&claim.lease.owner)
-            .bind(text(claim.lease.until))
-            .bind(claim.limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut rows = raws
-            .into_iter()
-            .map(record)
-            .collect::<Result<Vec<_>, _>>()?;
-        // RETURNING has no order; callers get the oldest first.
-        rows.sort_by_key(|row| row.refreshed_at);
-        Ok(rows)
-    }
-
-    #[tracing::instrument(skip_all, fields(records = records.len()))]
-    async fn record_accesses(&self, records: &[AccessRecord], keep: i64) -> Result<(), StoreError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        // The first statement writes, so the transaction takes the write lock up front (waiting
-        // under busy_timeout) rather than upgrading from a read snapshot.
-        let mut tx = self.pool.begin().await?;
-        for access in records {
-            keyed(sql::INSERT_ACCESS, &access.key)
-                .bind(text(access.at))
-                .bind(&access.caller_app_id)
-                .bind(&access.method)
-                .bind(&access.path)
-                .bind(access.downstream_status)
-                .bind(access.refreshed)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for user in distinct_users(records) {
-            keyed(sql::TRIM_ACCESSES_SQLITE, user)
-                .bind(keep.max(0))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-    async fn recent_accesses(
-        &self,
-        key: &UserKey,
-        limit: i64,
-    ) -> Result<Vec<AccessRecord>, StoreError> {
-        let raws: Vec<RawAccess<String>> = keyed_as(sql::RECENT_ACCESSES, key)
-            .bind(limit.max(0))
-            .fetch_all(&self.pool)
-            .await?;
-        raws.into_iter().map(|raw| raw.into_access(time)).collect()
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn status_report(&self, now: DateTime<Utc>) -> Result<StatusReport, StoreError> {
-        let by_status = sqlx::query_as(sql::COUNT_BY_STATUS)
-            .fetch_all(&self.pool)
-            .await?;
-        let by_key_version: Vec<(String, String, i64)> = sqlx::query_as(sql::COUNT_BY_KEY_VERSION)
-            .fetch_all(&self.pool)
-            .await?;
-        let (oldest, leased, backing_off): (Option<String>, i64, i64) =
-            sqlx::query_as(sql::SUMMARY)
-                .bind(text(now))
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(StatusReport {
-            by_status,
-            by_key_version: by_key_version
-                .into_iter()
-                .map(KeyVersionCount::from)
-                .collect(),
-            oldest_refreshed_at: oldest.map(time).transpose()?,
-            leased,
-            backing_off,
-        })
-    }
-}
+token_store_impl!(SqliteStore);
