@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use crate::audit::AuditLog;
 use crate::config::{DownstreamSettings, EntraSettings, KeySettings, RefreshSettings, Settings};
-use crate::downstream::Downstream;
+use crate::downstream::{Downstream, Work};
 use crate::idp::{AppCredential, EntraClient, TokenValidator};
 use crate::keys::{CachedKeys, KeyVaultKeys};
 use crate::store::{self, TokenStore};
@@ -26,8 +26,8 @@ pub struct App {
     pub keys: CachedKeys,
     /// Sealed tokens.
     pub store: Arc<dyn TokenStore>,
-    /// The downstream API do-work calls.
-    pub downstream: Downstream,
+    /// What do-work does with the user's token (the built-in downstream proxy).
+    pub downstream: Arc<dyn Work>,
     /// Delegated access tokens in memory, with single flight per user.
     pub access_tokens: AccessTokenCache,
     /// Who acted for whom.
@@ -82,7 +82,10 @@ impl App {
             ),
             keys: CachedKeys::new(Arc::new(key_vault), LATEST_KEY_TTL),
             store,
-            downstream: Downstream::new(downstream_http, settings.downstream.clone()),
+            downstream: Arc::new(Downstream::new(
+                downstream_http,
+                settings.downstream.clone(),
+            )),
             access_tokens: AccessTokenCache::new(),
             audit,
             entra_settings: settings.entra,

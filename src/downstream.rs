@@ -106,7 +106,27 @@ pub enum DownstreamError {
     Unreachable,
 }
 
-/// The downstream API client.
+/// What do-work does with a user's access token. [`Downstream`], the built-in implementation,
+/// proxies one call to `OBOVAULT_DOWNSTREAM_BASE_URL`; a team can put its own logic behind the
+/// same contract (the token never leaves the implementation; the answer is the envelope).
+#[async_trait::async_trait]
+pub trait Work: Send + Sync {
+    /// Checks the workload's `request`; a refusal is a 400 and nothing is sent. Runs before any
+    /// token is touched.
+    fn prepare(
+        &self,
+        unverified: Option<UnverifiedRequest>,
+    ) -> Result<DownstreamRequest, DownstreamError>;
+
+    /// Acts with the user's access token and returns what the workload receives.
+    async fn call(
+        &self,
+        request: &DownstreamRequest,
+        token: &AccessToken,
+    ) -> Result<DownstreamResponse, DownstreamError>;
+}
+
+/// The downstream API client: the built-in [`Work`].
 pub struct Downstream {
     http: reqwest::Client,
     settings: DownstreamSettings,
@@ -117,9 +137,12 @@ impl Downstream {
     pub fn new(http: reqwest::Client, settings: DownstreamSettings) -> Self {
         Self { http, settings }
     }
+}
 
+#[async_trait::async_trait]
+impl Work for Downstream {
     /// Checks a workload's request; nothing is sent.
-    pub fn prepare(
+    fn prepare(
         &self,
         unverified: Option<UnverifiedRequest>,
     ) -> Result<DownstreamRequest, DownstreamError> {
@@ -186,7 +209,7 @@ impl Downstream {
     /// Calls the downstream API. A downstream 4xx/5xx is a successful call: it is reported in
     /// the envelope.
     #[tracing::instrument(skip_all, fields(http.method = %request.method, downstream.path = %request.path))]
-    pub async fn call(
+    async fn call(
         &self,
         request: &DownstreamRequest,
         token: &AccessToken,

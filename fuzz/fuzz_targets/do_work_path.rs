@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use obo_vault::config::DownstreamSettings;
-use obo_vault::downstream::{check_path, Downstream, UnverifiedRequest};
+use obo_vault::downstream::{check_path, Downstream, UnverifiedRequest, Work as _};
 
 const BASE: &str = "https://graph.example.com/v1.0";
 
