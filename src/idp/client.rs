@@ -18,8 +18,13 @@ use super::errors::{self, ErrorBody, Grant};
 use super::{AppCredential, IdpError};
 use crate::domain::{AccessToken, RefreshToken, TenantId, UserId};
 
-/// Scopes added to every request: a refresh token, an id_token, and `oid`/`tid` in it.
-const OIDC_SCOPES: [&str; 3] = ["offline_access", "openid", "profile"];
+/// Scopes added to the OBO exchange: a refresh token, and an id_token with `oid`/`tid` in it
+/// (setup identifies the user from it).
+const OBO_EXTRA_SCOPES: &[&str] = &["offline_access", "openid", "profile"];
+/// Scopes added to a refresh-token grant: the rotated refresh token only. Nothing reads an
+/// id_token after setup, so none is asked for: Entra signs one token instead of two and no
+/// profile claims pass through the service.
+const REFRESH_EXTRA_SCOPES: &[&str] = &["offline_access"];
 /// `grant_type` of the On-Behalf-Of exchange.
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Bound on a token response (tokens with many claims are a few KiB each).
@@ -115,7 +120,7 @@ impl EntraClient {
             .await
     }
 
-    /// Refresh-token grant; same scopes rule.
+    /// Refresh-token grant: the downstream scopes plus `offline_access` (no id_token).
     #[tracing::instrument(skip_all, fields(tenant.id = %tenant))]
     pub async fn redeem_refresh_token(
         &self,
@@ -140,7 +145,11 @@ impl EntraClient {
     ) -> Result<TokenSet, IdpError> {
         let endpoint = format!("{}/{tenant}/oauth2/v2.0/token", self.authority);
         fields.push(("client_id", self.client_id.clone()));
-        fields.push(("scope", scope_parameter(scopes)));
+        let extra = match grant {
+            Grant::OnBehalfOf => OBO_EXTRA_SCOPES,
+            Grant::RefreshToken => REFRESH_EXTRA_SCOPES,
+        };
+        fields.push(("scope", scope_parameter(scopes, extra)));
         // Makes Entra return `client_info` (uid/utid), as MSAL does.
         fields.push(("client_info", "1".to_owned()));
         fields.extend(
@@ -184,13 +193,13 @@ impl EntraClient {
     }
 }
 
-/// The downstream scopes plus the OIDC ones, each once, in order.
-fn scope_parameter(scopes: &[String]) -> String {
+/// The downstream scopes plus `extra`, each once, in order.
+fn scope_parameter(scopes: &[String], extra: &[&'static str]) -> String {
     let mut all: Vec<&str> = Vec::new();
     for scope in scopes
         .iter()
         .flat_map(|s| s.split_whitespace())
-        .chain(OIDC_SCOPES)
+        .chain(extra.iter().copied())
     {
         if !all.contains(&scope) {
             all.push(scope);
@@ -576,7 +585,7 @@ mod tests {
             ("refresh_token", "OLD-REFRESH-TOKEN"),
             (
                 "scope",
-                "https://graph.microsoft.com/.default offline_access openid profile",
+                "https://graph.microsoft.com/.default offline_access",
             ),
             ("client_info", "1"),
         ]);
@@ -822,15 +831,22 @@ mod tests {
     }
 
     #[test]
-    fn scopes_are_deduplicated_and_always_include_the_oidc_ones() {
-        assert_eq!(scope_parameter(&[]), "offline_access openid profile");
+    fn scopes_are_deduplicated_and_always_include_the_grant_s_extra_ones() {
+        assert_eq!(
+            scope_parameter(&[], OBO_EXTRA_SCOPES),
+            "offline_access openid profile"
+        );
+        assert_eq!(
+            scope_parameter(&["User.Read".to_owned()], REFRESH_EXTRA_SCOPES),
+            "User.Read offline_access"
+        );
         let scopes = [
             "User.Read openid".to_owned(),
             "Mail.Read".to_owned(),
             "User.Read".to_owned(),
         ];
         assert_eq!(
-            scope_parameter(&scopes),
+            scope_parameter(&scopes, OBO_EXTRA_SCOPES),
             "User.Read openid Mail.Read offline_access profile"
         );
     }
