@@ -6,7 +6,8 @@
 //! items and invokes [`token_store_impl!`], whose body resolves them in that module.
 
 /// Implements `TokenStore` for an adapter type whose module provides `keyed`, `keyed_as`,
-/// `record`, `Raw`, `Stamp`, `stamp`, `unstamp`, `CLAIM_DUE`, `TRIM_ACCESSES` and `Steps`.
+/// `record`, `save_grant`, `save_many` (inherent), `Raw`, `Stamp`, `stamp`, `unstamp`, `CLAIM_DUE`, `TRIM_ACCESSES`
+/// and `Steps`.
 macro_rules! token_store_impl {
     ($store:ty) => {
         #[async_trait]
@@ -56,43 +57,18 @@ macro_rules! token_store_impl {
                 Ok(())
             }
 
-            #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-            async fn save_refreshed(
+            #[tracing::instrument(skip_all, fields(saves = saves.len()))]
+            async fn save_grants(
                 &self,
-                key: &UserKey,
-                expected_revision: i64,
-                grant: &SealedGrant,
-                now: DateTime<Utc>,
+                saves: &[GrantSave<'_>],
                 owner: &str,
-            ) -> Result<bool, StoreError> {
-                self.save_grant(
-                    sql::SAVE_REFRESHED,
-                    key,
-                    expected_revision,
-                    grant,
-                    Some(now),
-                    owner,
-                )
-                .await
-            }
-
-            #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-            async fn save_resealed(
-                &self,
-                key: &UserKey,
-                expected_revision: i64,
-                grant: &SealedGrant,
-                owner: &str,
-            ) -> Result<bool, StoreError> {
-                self.save_grant(
-                    sql::SAVE_RESEALED,
-                    key,
-                    expected_revision,
-                    grant,
-                    None,
-                    owner,
-                )
-                .await
+            ) -> Result<Vec<bool>, StoreError> {
+                match saves {
+                    [] => Ok(Vec::new()),
+                    // A single statement is atomic on its own: no transaction round trips.
+                    [save] => Ok(vec![save_grant(&self.pool, save, owner).await?]),
+                    _ => self.save_many(saves, owner).await,
+                }
             }
 
             #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]

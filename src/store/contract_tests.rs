@@ -183,6 +183,105 @@ async fn writes_are_compare_and_set_on_the_revision() {
 }
 
 #[tokio::test]
+async fn a_batch_of_saves_is_compare_and_set_row_by_row() {
+    on_both(|b: Backend| async move {
+        let s = b.store.as_ref();
+        for n in 1..=4 {
+            seed(s, n, "v1", t0()).await;
+            s.acquire_lease(&user(n), &lease("timer", t0() + hours(1)), t0())
+                .await
+                .unwrap();
+        }
+        for n in 1..=2 {
+            s.record_failure(&user(n), "other", "timeout", t0() + hours(1))
+                .await
+                .unwrap();
+        }
+        let revision = |n| async move { get(s, n).await.revision };
+        let (r1, r2, r3) = (revision(1).await, revision(2).await, revision(3).await);
+        let (refreshed, resealed, stale) =
+            (grant("new1", "v2"), grant("new2", "v2"), grant("x", "v2"));
+        let (u1, u2, u3, u9) = (user(1), user(2), user(3), user(9));
+        let saves = [
+            GrantSave {
+                key: &u1,
+                expected_revision: r1,
+                grant: &refreshed,
+                refreshed_at: Some(t0() + hours(2)),
+            },
+            GrantSave {
+                key: &u2,
+                expected_revision: r2,
+                grant: &resealed,
+                refreshed_at: None,
+            },
+            GrantSave {
+                key: &u3,
+                expected_revision: r3 - 1,
+                grant: &stale,
+                refreshed_at: Some(t0() + hours(2)),
+            },
+            GrantSave {
+                key: &u9,
+                expected_revision: 1,
+                grant: &stale,
+                refreshed_at: None,
+            },
+        ];
+        let saved = s.save_grants(&saves, "timer").await.unwrap();
+        assert_eq!(saved, [true, true, false, false], "{}", b.name);
+
+        let row = get(s, 1).await;
+        assert_eq!(
+            (
+                row.sealed_refresh_token.as_slice(),
+                row.key_version.as_str()
+            ),
+            (&b"new1"[..], "v2")
+        );
+        assert_eq!(
+            (row.revision, row.refreshed_at, row.lease_owner),
+            (r1 + 1, t0() + hours(2), None)
+        );
+        let row = get(s, 2).await;
+        assert_eq!(
+            (row.sealed_refresh_token.as_slice(), row.revision),
+            (&b"new2"[..], r2 + 1)
+        );
+        assert_eq!(
+            (row.refreshed_at, row.lease_owner),
+            (t0(), None),
+            "a re-seal keeps the age"
+        );
+        assert_eq!(
+            (get(s, 1).await.failure_count, get(s, 1).await.last_error),
+            (0, None),
+            "a refresh clears the failures"
+        );
+        let row = get(s, 2).await;
+        assert_eq!(
+            (row.failure_count, row.last_error.as_deref()),
+            (1, Some("timeout")),
+            "a re-seal keeps them"
+        );
+        let row = get(s, 3).await;
+        assert_eq!(
+            (row.sealed_refresh_token.as_slice(), row.revision),
+            (&b"rt"[..], r3),
+            "a stale save changes nothing"
+        );
+        assert_eq!(
+            row.lease_owner.as_deref(),
+            Some("timer"),
+            "nor releases the lease"
+        );
+        assert_eq!(get(s, 4).await.revision, revision(4).await);
+        assert!(s.save_grants(&[], "timer").await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_lease_has_one_owner_until_released_or_expired() {
     on_both(|b: Backend| async move {
         let s = b.store.as_ref();

@@ -76,6 +76,20 @@ pub struct SealedGrant {
     pub key_version: String,
 }
 
+/// One compare-and-set save of a freshly sealed grant (see [`TokenStore::save_grants`]).
+#[derive(Clone, Copy, Debug)]
+pub struct GrantSave<'a> {
+    /// Whose row.
+    pub key: &'a UserKey,
+    /// The revision the grant was read at; the save is refused if the row moved on.
+    pub expected_revision: i64,
+    /// The new sealed token.
+    pub grant: &'a SealedGrant,
+    /// `Some(now)` after a redeem (sets `refreshed_at`, clears failures); `None` for a
+    /// re-seal under a newer key (keeps `refreshed_at` and the failure bookkeeping).
+    pub refreshed_at: Option<DateTime<Utc>>,
+}
+
 /// The result of `connect`.
 #[derive(Debug)]
 pub struct Connected {
@@ -271,9 +285,18 @@ pub trait TokenStore: Send + Sync {
     /// Gives the lease back if `owner` still holds it.
     async fn release_lease(&self, key: &UserKey, owner: &str) -> Result<(), StoreError>;
 
-    /// Compare-and-set after a successful redeem: stores `grant`, sets `refreshed_at = now`,
-    /// clears failures and (if held by `owner`) the lease, increments `revision`.
-    /// Returns `false` and changes nothing when the revision moved on or the row is gone.
+    /// Saves grants by compare-and-set, each as [`GrantSave`] says: stores the sealed token,
+    /// increments `revision` and releases the lease if `owner` holds it. A save whose revision
+    /// moved on (or whose row is gone) changes nothing. Several saves share one transaction,
+    /// so a batch costs one commit (the timer's saves); the answer says, in order, which were
+    /// saved.
+    async fn save_grants(
+        &self,
+        saves: &[GrantSave<'_>],
+        owner: &str,
+    ) -> Result<Vec<bool>, StoreError>;
+
+    /// One save after a successful redeem: `refreshed_at = now`, failures cleared.
     async fn save_refreshed(
         &self,
         key: &UserKey,
@@ -281,17 +304,32 @@ pub trait TokenStore: Send + Sync {
         grant: &SealedGrant,
         now: DateTime<Utc>,
         owner: &str,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let save = GrantSave {
+            key,
+            expected_revision,
+            grant,
+            refreshed_at: Some(now),
+        };
+        Ok(self.save_grants(&[save], owner).await? == [true])
+    }
 
-    /// Compare-and-set after a re-seal under a newer key: like `save_refreshed` but keeps
-    /// `refreshed_at` and the failure bookkeeping.
+    /// One save after a re-seal under a newer key: keeps `refreshed_at` and the failures.
     async fn save_resealed(
         &self,
         key: &UserKey,
         expected_revision: i64,
         grant: &SealedGrant,
         owner: &str,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let save = GrantSave {
+            key,
+            expected_revision,
+            grant,
+            refreshed_at: None,
+        };
+        Ok(self.save_grants(&[save], owner).await? == [true])
+    }
 
     /// Compare-and-set to `reauth_required` with Entra's error code; keeps the sealed token
     /// and releases the lease. Returns `false` when the revision moved on.

@@ -1,5 +1,6 @@
 //! The production adapter: Postgres through a `PgPool`.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -8,12 +9,13 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::query::{Query, QueryAs};
-use sqlx::{FromRow, PgPool, Postgres};
+use sqlx::{Executor, FromRow, PgPool, Postgres};
 
 use super::adapter::token_store_impl;
 use super::rows::{distinct_users, RawAccess, RawRecord};
 use super::steps::{self, Steps};
-use super::{sql, AccessRecord, Connected, DueClaim, Lease, LeaseAttempt, SealedGrant};
+use super::SealedGrant;
+use super::{sql, AccessRecord, Connected, DueClaim, GrantSave, Lease, LeaseAttempt};
 use super::{KeyVersionCount, StatusReport, StoreError, TokenRecord, TokenStore};
 use crate::domain::UserKey;
 
@@ -77,27 +79,67 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
-    async fn save_grant(
+    /// Several saves in one statement (`SAVE_MANY_POSTGRES`): one round trip and one commit.
+    async fn save_many(
         &self,
-        statement: &'static str,
-        key: &UserKey,
-        expected_revision: i64,
-        grant: &SealedGrant,
-        now: Option<DateTime<Utc>>,
+        saves: &[GrantSave<'_>],
         owner: &str,
-    ) -> Result<bool, StoreError> {
-        let query = keyed(statement, key)
-            .bind(expected_revision)
-            .bind(&grant.sealed_refresh_token)
-            .bind(&grant.key_name)
-            .bind(&grant.key_version);
-        let query = match now {
-            Some(now) => query.bind(now),
-            None => query,
+    ) -> Result<Vec<bool>, StoreError> {
+        let texts = |field: for<'s> fn(&'s GrantSave<'_>) -> &'s str| {
+            saves.iter().map(field).collect::<Vec<&str>>()
         };
-        let done = query.bind(owner).execute(&self.pool).await?;
-        Ok(done.rows_affected() == 1)
+        let revisions: Vec<i64> = saves.iter().map(|s| s.expected_revision).collect();
+        let sealed: Vec<&[u8]> = saves
+            .iter()
+            .map(|s| s.grant.sealed_refresh_token.as_slice())
+            .collect();
+        let refreshed_at: Vec<Option<DateTime<Utc>>> =
+            saves.iter().map(|s| s.refreshed_at).collect();
+        let saved: HashSet<(String, String)> = sqlx::query_as(sql::SAVE_MANY_POSTGRES)
+            .bind(texts(|s| s.key.tenant_id.as_str()))
+            .bind(texts(|s| s.key.user_id.as_str()))
+            .bind(revisions)
+            .bind(sealed)
+            .bind(texts(|s| &s.grant.key_name))
+            .bind(texts(|s| &s.grant.key_version))
+            .bind(refreshed_at)
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(saves
+            .iter()
+            .map(|save| {
+                let tenant = save.key.tenant_id.as_str().to_owned();
+                saved.contains(&(tenant, save.key.user_id.as_str().to_owned()))
+            })
+            .collect())
     }
+}
+
+/// Runs `sql::SAVE_REFRESHED` or `sql::SAVE_RESEALED` for one [`GrantSave`] on `executor`
+/// (the pool, or the transaction of a batch).
+async fn save_grant<'e>(
+    executor: impl Executor<'e, Database = Postgres>,
+    save: &GrantSave<'_>,
+    owner: &str,
+) -> Result<bool, StoreError> {
+    let statement = match save.refreshed_at {
+        Some(_) => sql::SAVE_REFRESHED,
+        None => sql::SAVE_RESEALED,
+    };
+    let query = keyed(statement, save.key)
+        .bind(save.expected_revision)
+        .bind(&save.grant.sealed_refresh_token)
+        .bind(&save.grant.key_name)
+        .bind(&save.grant.key_version);
+    let query = match save.refreshed_at {
+        Some(now) => query.bind(now),
+        None => query,
+    };
+    let done = query.bind(owner).execute(executor).await?;
+    Ok(done.rows_affected() == 1)
 }
 
 impl Steps for PostgresStore {

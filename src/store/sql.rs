@@ -80,6 +80,26 @@ pub(super) const SAVE_RESEALED: &str = "
         lease_until = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_until END
     WHERE tenant_id = $1 AND user_id = $2 AND revision = $3";
 
+/// Postgres, many saves in one statement: `$1`..`$7` parallel arrays of tenant id, user id,
+/// expected revision, sealed token, key name, key version and `refreshed_at` (NULL for a
+/// re-seal, which keeps the age and the failure bookkeeping as `SAVE_RESEALED` does), `$8`
+/// owner. Returns the rows saved. One round trip instead of one per row inside a transaction.
+pub(super) const SAVE_MANY_POSTGRES: &str = "
+    UPDATE user_tokens AS t SET
+        sealed_refresh_token = v.sealed, key_name = v.key_name, key_version = v.key_version,
+        refreshed_at = COALESCE(v.refreshed_at, t.refreshed_at),
+        revision = t.revision + 1,
+        failure_count = CASE WHEN v.refreshed_at IS NULL THEN t.failure_count ELSE 0 END,
+        next_attempt_at = CASE WHEN v.refreshed_at IS NULL THEN t.next_attempt_at END,
+        last_error = CASE WHEN v.refreshed_at IS NULL THEN t.last_error END,
+        lease_owner = CASE WHEN t.lease_owner = $8 THEN NULL ELSE t.lease_owner END,
+        lease_until = CASE WHEN t.lease_owner = $8 THEN NULL ELSE t.lease_until END
+    FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bytea[], $5::text[], $6::text[],
+                $7::timestamptz[])
+         AS v(tenant_id, user_id, revision, sealed, key_name, key_version, refreshed_at)
+    WHERE t.tenant_id = v.tenant_id AND t.user_id = v.user_id AND t.revision = v.revision
+    RETURNING t.tenant_id, t.user_id";
+
 /// `$3` expected revision, `$4` reason, `$5` owner. The sealed token stays.
 pub(super) const MARK_REAUTH_REQUIRED: &str = "
     UPDATE user_tokens SET

@@ -13,12 +13,13 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::query::{Query, QueryAs};
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode};
 use sqlx::sqlite::{SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{FromRow, Sqlite, SqlitePool};
+use sqlx::{Executor, FromRow, Sqlite, SqlitePool};
 
 use super::adapter::token_store_impl;
 use super::rows::{distinct_users, RawAccess, RawRecord};
 use super::steps::{self, Steps};
-use super::{sql, AccessRecord, Connected, DueClaim, Lease, LeaseAttempt, SealedGrant};
+use super::SealedGrant;
+use super::{sql, AccessRecord, Connected, DueClaim, GrantSave, Lease, LeaseAttempt};
 use super::{KeyVersionCount, StatusReport, StoreError, TokenRecord, TokenStore};
 use crate::domain::UserKey;
 
@@ -96,27 +97,47 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
-    async fn save_grant(
+    /// Several saves in one transaction: statements are in-process calls here, the commit is
+    /// what costs.
+    async fn save_many(
         &self,
-        statement: &'static str,
-        key: &UserKey,
-        expected_revision: i64,
-        grant: &SealedGrant,
-        now: Option<DateTime<Utc>>,
+        saves: &[GrantSave<'_>],
         owner: &str,
-    ) -> Result<bool, StoreError> {
-        let query = keyed(statement, key)
-            .bind(expected_revision)
-            .bind(&grant.sealed_refresh_token)
-            .bind(&grant.key_name)
-            .bind(&grant.key_version);
-        let query = match now {
-            Some(now) => query.bind(stamp(now)),
-            None => query,
-        };
-        let done = query.bind(owner).execute(&self.pool).await?;
-        Ok(done.rows_affected() == 1)
+    ) -> Result<Vec<bool>, StoreError> {
+        // The first statement writes, so the transaction takes the write lock up front rather
+        // than upgrading from a read snapshot.
+        let mut tx = self.pool.begin().await?;
+        let mut saved = Vec::with_capacity(saves.len());
+        for save in saves {
+            saved.push(save_grant(&mut *tx, save, owner).await?);
+        }
+        tx.commit().await?;
+        Ok(saved)
     }
+}
+
+/// Runs `sql::SAVE_REFRESHED` or `sql::SAVE_RESEALED` for one [`GrantSave`] on `executor`
+/// (the pool, or the transaction of a batch).
+async fn save_grant<'e>(
+    executor: impl Executor<'e, Database = Sqlite>,
+    save: &GrantSave<'_>,
+    owner: &str,
+) -> Result<bool, StoreError> {
+    let statement = match save.refreshed_at {
+        Some(_) => sql::SAVE_REFRESHED,
+        None => sql::SAVE_RESEALED,
+    };
+    let query = keyed(statement, save.key)
+        .bind(save.expected_revision)
+        .bind(&save.grant.sealed_refresh_token)
+        .bind(&save.grant.key_name)
+        .bind(&save.grant.key_version);
+    let query = match save.refreshed_at {
+        Some(now) => query.bind(stamp(now)),
+        None => query,
+    };
+    let done = query.bind(owner).execute(executor).await?;
+    Ok(done.rows_affected() == 1)
 }
 
 impl Steps for SqliteStore {

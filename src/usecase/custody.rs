@@ -12,7 +12,7 @@ use crate::crypto::{self, KeyLabel};
 use crate::domain::{RefreshToken, UserKey};
 use crate::idp::TokenSet;
 use crate::keys::VersionedKey;
-use crate::store::{SealedGrant, StoreError, TokenRecord};
+use crate::store::{GrantSave, SealedGrant, StoreError, TokenRecord};
 
 /// Opens the refresh token stored on `row`.
 pub(crate) async fn open_stored(app: &App, row: &TokenRecord) -> Result<RefreshToken, FlowError> {
@@ -88,18 +88,15 @@ pub(crate) async fn save_refreshed(
         .await?)
 }
 
-/// Saves a re-sealed grant by compare-and-set, retrying while the database is unavailable.
-pub(crate) async fn save_resealed(
+/// Saves the timer's grants in one transaction, retrying the whole batch while the database
+/// is unavailable. The answer says, in order, which rows were saved (`false`: the row changed
+/// meanwhile and was left alone).
+pub(crate) async fn save_batch(
     app: &App,
-    row: &TokenRecord,
-    grant: &SealedGrant,
+    saves: &[GrantSave<'_>],
     owner: &str,
-) -> Result<bool, FlowError> {
-    let attempt = || async {
-        app.store
-            .save_resealed(&row.key, row.revision, grant, owner)
-            .await
-    };
+) -> Result<Vec<bool>, FlowError> {
+    let attempt = || async { app.store.save_grants(saves, owner).await };
     Ok(attempt
         .retry(save_backoff())
         .when(|error| matches!(error, StoreError::Unavailable(_)))

@@ -23,11 +23,13 @@ use super::{custody, FlowError};
 use crate::app::App;
 use crate::idp::IdpError;
 use crate::keys::VersionedKey;
-use crate::store::{DueClaim, Lease, TokenRecord};
+use crate::store::{DueClaim, GrantSave, Lease, SealedGrant, TokenRecord};
 
 /// Longest back-off after repeated transient failures of one row.
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 const FIRST_BACKOFF: Duration = Duration::from_secs(60);
+/// Most rows saved in one transaction.
+const SAVE_BATCH: usize = 128;
 
 /// How a run is bounded.
 #[derive(Clone, Debug)]
@@ -95,8 +97,27 @@ impl Counters {
 
 /// What one of a key's concurrent tasks finished.
 enum Done {
-    Row,
+    /// A row's work up to its save.
+    Row(Worked),
     Claimed(Result<Vec<TokenRecord>, FlowError>),
+    /// A batch of saves was committed, or failed as a whole.
+    Saved(Vec<Sealed>, Result<Vec<bool>, FlowError>),
+}
+
+/// Where a row stands after its work.
+enum Worked {
+    Finished(Outcome),
+    /// Sealed under the latest key; waits for the next batch save.
+    Sealed(Box<Sealed>),
+}
+
+/// A row whose new grant is sealed and not saved yet. Until the batch commits, the row keeps
+/// its old grant (still valid at Entra) and this run's lease.
+struct Sealed {
+    row: TokenRecord,
+    grant: SealedGrant,
+    /// `Some` for a redeemed grant, `None` for a re-seal.
+    refreshed_at: Option<DateTime<Utc>>,
 }
 
 enum Outcome {
@@ -184,19 +205,31 @@ impl Run<'_> {
     ) -> Result<(), FlowError> {
         let batch = (self.options.concurrency * 4) as i64;
         let concurrency = self.options.concurrency.max(1);
+        // Sealed rows waiting for a save; no new row starts while this many wait.
+        let max_sealed = (concurrency * 4).max(SAVE_BATCH);
         // Claims are pipelined: the next batch is claimed while the current one is still being
         // worked on, so no worker waits for the slowest row of a batch (or for the claim).
+        // Saves are batched: one transaction at a time takes every row sealed meanwhile, so a
+        // worker moves on to its next row instead of waiting for its own commit.
         let mut tasks: FuturesUnordered<BoxFuture<'_, Done>> = FuturesUnordered::new();
         let mut queue: VecDeque<TokenRecord> = VecDeque::new();
-        let (mut working, mut claiming, mut exhausted) = (0usize, false, false);
+        let mut sealed: Vec<Sealed> = Vec::new();
+        let (mut working, mut claiming, mut saving, mut exhausted) = (0usize, false, false, false);
         let mut failed = None;
         loop {
-            while working < concurrency {
+            while working < concurrency && sealed.len() < max_sealed {
                 let Some(row) = queue.pop_front() else { break };
                 working += 1;
+                tasks.push(Box::pin(
+                    async move { Done::Row(self.work(row, latest).await) },
+                ));
+            }
+            if !saving && !sealed.is_empty() {
+                saving = true;
+                let batch: Vec<Sealed> = sealed.drain(..sealed.len().min(SAVE_BATCH)).collect();
                 tasks.push(Box::pin(async move {
-                    self.work(&row, latest, progress).await;
-                    Done::Row
+                    let saved = self.save(&batch).await;
+                    Done::Saved(batch, saved)
                 }));
             }
             if !claiming
@@ -212,7 +245,37 @@ impl Run<'_> {
             }
             match tasks.next().await {
                 None => break,
-                Some(Done::Row) => working -= 1,
+                Some(Done::Row(worked)) => {
+                    working -= 1;
+                    match worked {
+                        Worked::Finished(outcome) => self.count(outcome, progress),
+                        Worked::Sealed(row) => sealed.push(*row),
+                    }
+                }
+                Some(Done::Saved(batch, Ok(saved))) => {
+                    saving = false;
+                    for (row, saved) in batch.iter().zip(saved) {
+                        let outcome = match (saved, row.refreshed_at) {
+                            (false, _) => Outcome::Skipped,
+                            (true, Some(_)) => Outcome::Refreshed,
+                            (true, None) => Outcome::Resealed,
+                        };
+                        self.count(outcome, progress);
+                    }
+                }
+                Some(Done::Saved(batch, Err(error))) => {
+                    saving = false;
+                    // Every row of the batch keeps its old grant; each backs off.
+                    let code = error_code(&error);
+                    for row in batch {
+                        let code = code.clone();
+                        tasks.push(Box::pin(async move {
+                            self.back_off(&row.row, &code).await;
+                            Done::Row(Worked::Finished(Outcome::Failed))
+                        }));
+                        working += 1;
+                    }
+                }
                 Some(Done::Claimed(Ok(rows))) => {
                     claiming = false;
                     exhausted = rows.is_empty();
@@ -229,15 +292,13 @@ impl Run<'_> {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Works on one claimed row and counts the outcome.
-    async fn work(
-        &self,
-        row: &TokenRecord,
-        latest: &VersionedKey,
-        progress: &(dyn Fn(&Summary) + Sync),
-    ) {
+    /// Works on one claimed row up to its save.
+    async fn work(&self, row: TokenRecord, latest: &VersionedKey) -> Worked {
         self.counters.examined.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.row(row, latest).await;
+        self.row(row, latest).await
+    }
+
+    fn count(&self, outcome: Outcome, progress: &(dyn Fn(&Summary) + Sync)) {
         let counter = match outcome {
             Outcome::Failed => &self.counters.failed,
             Outcome::Reauth => &self.counters.reauth_required,
@@ -247,6 +308,20 @@ impl Run<'_> {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         progress(&self.counters.snapshot(self.started));
+    }
+
+    /// Saves a batch of sealed rows in one transaction.
+    async fn save(&self, batch: &[Sealed]) -> Result<Vec<bool>, FlowError> {
+        let saves: Vec<GrantSave<'_>> = batch
+            .iter()
+            .map(|sealed| GrantSave {
+                key: &sealed.row.key,
+                expected_revision: sealed.row.revision,
+                grant: &sealed.grant,
+                refreshed_at: sealed.refreshed_at,
+            })
+            .collect();
+        custody::save_batch(self.app, &saves, &self.owner).await
     }
 
     /// Claims up to `limit` due rows of `latest`'s key, stamping this run's lease on them.
@@ -271,20 +346,32 @@ impl Run<'_> {
     }
 
     #[tracing::instrument(skip_all, fields(tenant.id = %row.key.tenant_id, user.id = %row.key.user_id))]
-    async fn row(&self, row: &TokenRecord, latest: &VersionedKey) -> Outcome {
+    async fn row(&self, row: TokenRecord, latest: &VersionedKey) -> Worked {
         let due_by_age = row.refreshed_at < self.refreshed_before;
         if Instant::now() >= self.deadline || (due_by_age && !self.wait_for_entra().await) {
-            self.release(row).await;
-            return Outcome::Skipped;
+            self.release(&row).await;
+            return Worked::Finished(Outcome::Skipped);
         }
         let result = if due_by_age {
-            self.refresh(row, latest).await
+            self.refresh(&row, latest).await
         } else {
-            self.reseal(row, latest).await
+            custody::open_stored(self.app, &row)
+                .await
+                .and_then(|stored| custody::seal_with(latest, &row.key, &stored))
+                .map(|grant| (grant, None))
         };
-        match result {
-            Ok(outcome) => outcome,
-            Err(FlowError::Idp(IdpError::Reauth { error, code, .. })) => {
+        let error = match result {
+            Ok((grant, refreshed_at)) => {
+                return Worked::Sealed(Box::new(Sealed {
+                    row,
+                    grant,
+                    refreshed_at,
+                }))
+            }
+            Err(error) => error,
+        };
+        Worked::Finished(match error {
+            FlowError::Idp(IdpError::Reauth { error, code, .. }) => {
                 let reason = code.map_or(error.clone(), |code| format!("{error}:{code}"));
                 tracing::warn!(reason = %reason, "grant is dead; marking reauth_required");
                 match self
@@ -301,41 +388,26 @@ impl Run<'_> {
                     }
                 }
             }
-            Err(error) => {
+            error => {
                 if let FlowError::Idp(IdpError::Throttled { retry_after }) = &error {
                     self.pause(retry_after.unwrap_or(Duration::from_secs(5)));
                 }
-                self.back_off(row, &error).await;
+                self.back_off(&row, &error_code(&error)).await;
                 Outcome::Failed
             }
-        }
+        })
     }
 
+    /// Redeems the row's grant and seals the new one under the latest key.
     async fn refresh(
         &self,
         row: &TokenRecord,
         latest: &VersionedKey,
-    ) -> Result<Outcome, FlowError> {
+    ) -> Result<(SealedGrant, Option<DateTime<Utc>>), FlowError> {
         let stored = custody::open_stored(self.app, row).await?;
         let (_set, next) = custody::redeem(self.app, &row.key, stored).await?;
         let grant = custody::seal_with(latest, &row.key, &next)?;
-        Ok(
-            match custody::save_refreshed(self.app, row, &grant, &self.owner).await? {
-                true => Outcome::Refreshed,
-                false => Outcome::Skipped,
-            },
-        )
-    }
-
-    async fn reseal(&self, row: &TokenRecord, latest: &VersionedKey) -> Result<Outcome, FlowError> {
-        let stored = custody::open_stored(self.app, row).await?;
-        let grant = custody::seal_with(latest, &row.key, &stored)?;
-        Ok(
-            match custody::save_resealed(self.app, row, &grant, &self.owner).await? {
-                true => Outcome::Resealed,
-                false => Outcome::Skipped,
-            },
-        )
+        Ok((grant, Some(Utc::now())))
     }
 
     /// Waits out an Entra pause; `false` when it outlasts the budget.
@@ -366,14 +438,7 @@ impl Run<'_> {
         }
     }
 
-    async fn back_off(&self, row: &TokenRecord, error: &FlowError) {
-        let code = match error {
-            FlowError::Idp(idp) => idp.code(),
-            FlowError::Keys(_) => "key_vault".to_owned(),
-            FlowError::Store(_) => "database".to_owned(),
-            FlowError::Crypto(_) => "does_not_open".to_owned(),
-            _ => "error".to_owned(),
-        };
+    async fn back_off(&self, row: &TokenRecord, code: &str) {
         let exponent = row.failure_count.clamp(0, 16) as u32;
         let delay = FIRST_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF);
         // ±20 % jitter so rows that failed together do not come back together.
@@ -383,7 +448,7 @@ impl Run<'_> {
         if let Err(error) = self
             .app
             .store
-            .record_failure(&row.key, &self.owner, &code, next_attempt_at)
+            .record_failure(&row.key, &self.owner, code, next_attempt_at)
             .await
         {
             tracing::error!(error = %error, "failed to record the failure; the lease will expire");
@@ -394,5 +459,16 @@ impl Run<'_> {
         if let Err(error) = self.app.store.release_lease(&row.key, &self.owner).await {
             tracing::warn!(error = %error, "failed to release a lease; it will expire");
         }
+    }
+}
+
+/// The machine code recorded on a row that failed with `error`.
+fn error_code(error: &FlowError) -> String {
+    match error {
+        FlowError::Idp(idp) => idp.code(),
+        FlowError::Keys(_) => "key_vault".to_owned(),
+        FlowError::Store(_) => "database".to_owned(),
+        FlowError::Crypto(_) => "does_not_open".to_owned(),
+        _ => "error".to_owned(),
     }
 }

@@ -309,6 +309,26 @@ impl TestApp {
         }
     }
 
+    /// Runs raw statements on the test database (to make it misbehave).
+    pub(crate) async fn execute_sql(&self, statements: &[&str]) {
+        match self.backend {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.database.url).await.unwrap();
+                for statement in statements {
+                    sqlx::query(statement).execute(&pool).await.unwrap();
+                }
+                pool.close().await;
+            }
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.database.url).await.unwrap();
+                for statement in statements {
+                    sqlx::query(statement).execute(&pool).await.unwrap();
+                }
+                pool.close().await;
+            }
+        }
+    }
+
     /// Opens the stored refresh token of `oid` with the key version recorded on its row.
     pub(crate) async fn stored_refresh_token(&self, oid: &str) -> String {
         let row = self.row(oid).await.expect("row exists");

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use obo_vault::usecase::refresh_all::{self, RunOptions};
 
-use crate::helpers::{summary_count, TestApp};
+use crate::helpers::{summary_count, Backend, TestApp};
 
 async fn a_rotation_reaches_every_row_and_only_old_rows_call_entra(app: TestApp) {
     let old = Utc::now() - chrono::Duration::hours(48);
@@ -83,6 +83,59 @@ async fn transient_failures_back_off_without_touching_the_token(app: TestApp) {
     // Backing off: the next run does not pick them.
     let line = app.timer_summary().await;
     assert_eq!(summary_count(&line, "examined"), 0, "{line}");
+}
+
+/// The database refuses every write of a sealed token (a trigger), so each batch save fails.
+async fn a_failed_batch_save_keeps_every_old_grant_and_backs_off(app: TestApp) {
+    let old = Utc::now() - chrono::Duration::hours(48);
+    let users = app.seed_users(6, old).await;
+    let mut before = Vec::new();
+    for user in &users {
+        before.push(app.stored_refresh_token(user).await);
+    }
+    let refuse = match app.backend {
+        Backend::Postgres => vec![
+            "CREATE FUNCTION refuse_token_writes() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'token writes refused'; END $$",
+            "CREATE TRIGGER refuse_token_writes BEFORE UPDATE OF sealed_refresh_token
+             ON user_tokens FOR EACH ROW EXECUTE FUNCTION refuse_token_writes()",
+        ],
+        Backend::Sqlite => vec![
+            "CREATE TRIGGER refuse_token_writes BEFORE UPDATE OF sealed_refresh_token
+             ON user_tokens BEGIN SELECT RAISE(ABORT, 'token writes refused'); END",
+        ],
+    };
+    app.execute_sql(&refuse).await;
+
+    let line = app.timer_summary().await;
+    assert_eq!(summary_count(&line, "failed"), 6, "{line}");
+    assert_eq!(summary_count(&line, "refreshed"), 0, "{line}");
+    for (user, token) in users.iter().zip(&before) {
+        let row = app.row(user).await.unwrap();
+        assert_eq!(
+            (row.failure_count, row.last_error.as_deref()),
+            (1, Some("database"))
+        );
+        assert!(row.lease_owner.is_none() && row.next_attempt_at.is_some());
+        assert_eq!(
+            &app.stored_refresh_token(user).await,
+            token,
+            "the old grant stays"
+        );
+    }
+    // The old grants still redeem (Entra keeps a refresh token valid after rotating it).
+    let drop = match app.backend {
+        Backend::Postgres => "DROP TRIGGER refuse_token_writes ON user_tokens",
+        Backend::Sqlite => "DROP TRIGGER refuse_token_writes",
+    };
+    app.execute_sql(&[drop]).await;
+    let response = app
+        .do_work(
+            &users[0],
+            serde_json::json!({"method": "GET", "path": "/me"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
 }
 
 async fn a_spent_budget_stops_the_run_and_the_next_run_continues(app: TestApp) {
@@ -170,6 +223,7 @@ crate::on_both_backends!(
     a_rotation_reaches_every_row_and_only_old_rows_call_entra,
     revoked_grants_become_reauth_required_and_stay_out,
     transient_failures_back_off_without_touching_the_token,
+    a_failed_batch_save_keeps_every_old_grant_and_backs_off,
     a_spent_budget_stops_the_run_and_the_next_run_continues,
     two_instances_running_at_once_refresh_each_row_once,
     reseal_only_rotates_without_calling_entra,
