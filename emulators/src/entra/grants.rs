@@ -8,6 +8,7 @@
 //!
 //! Each grant runs synchronously under short locks; signing happens outside them.
 
+use std::time::Instant;
 use std::{collections::HashMap, sync::atomic::Ordering, sync::Arc};
 
 use axum::{
@@ -53,6 +54,22 @@ pub(super) async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let started = Instant::now();
+    let response = answer_token_request(&state, &tenant, &headers, &body).await;
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    state
+        .counters
+        .token_endpoint_micros
+        .fetch_add(micros, Ordering::Relaxed);
+    response
+}
+
+async fn answer_token_request(
+    state: &EntraState,
+    tenant: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     match state.faults.apply().await {
         Outcome::Proceed => {}
         Outcome::Respond {
@@ -68,8 +85,8 @@ pub(super) async fn token(
         }
         Outcome::Drop(response) => return response,
     }
-    let form = Form::parse(&body);
-    match grant(&state, &tenant, &headers, &form) {
+    let form = Form::parse(body);
+    match grant(state, tenant, headers, &form) {
         Ok((grant, body)) => {
             let counter = match grant {
                 Grant::OnBehalfOf => &state.counters.obo_grants,

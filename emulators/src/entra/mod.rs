@@ -50,6 +50,10 @@ pub struct EntraStats {
     pub discovery_requests: u64,
     /// JWKS documents served (v1 and v2 paths).
     pub jwks_requests: u64,
+    /// Time the token endpoint took to answer, summed over its calls, in microseconds: the
+    /// configured latency plus the work (signing) plus any wait for a thread. Divided by the
+    /// number of grants it is the latency Entra actually served.
+    pub token_endpoint_micros: u64,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +64,7 @@ struct Counters {
     client_credentials_grants: AtomicU64,
     discovery_requests: AtomicU64,
     jwks_requests: AtomicU64,
+    token_endpoint_micros: AtomicU64,
 }
 
 impl Counters {
@@ -71,6 +76,7 @@ impl Counters {
             client_credentials_grants: self.client_credentials_grants.load(Ordering::Relaxed),
             discovery_requests: self.discovery_requests.load(Ordering::Relaxed),
             jwks_requests: self.jwks_requests.load(Ordering::Relaxed),
+            token_endpoint_micros: self.token_endpoint_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -82,6 +88,7 @@ impl Counters {
             &self.client_credentials_grants,
             &self.discovery_requests,
             &self.jwks_requests,
+            &self.token_endpoint_micros,
         ] {
             counter.store(0, Ordering::Relaxed);
         }

@@ -639,6 +639,10 @@ async fn injected_faults() {
 
     let stats = stack.entra.stats();
     assert_eq!((stats.refresh_grants, stats.failed_grants), (3, 5));
+    assert!(
+        stats.token_endpoint_micros >= 200_000 && stats.token_endpoint_micros < 60_000_000,
+        "the served time includes the injected delay: {stats:?}"
+    );
     stack.entra.reset_stats();
     assert_eq!(stack.entra.stats(), Default::default());
 }
