@@ -180,13 +180,24 @@ async fn refresh(app: Arc<App>, reseal_only: bool, output: Output) -> anyhow::Re
         time_budget: app.refresh.time_budget,
         concurrency: app.refresh.concurrency,
     };
-    let progress = |summary: &refresh_all::Summary| {
-        bar.set_message(format!(
-            "examined {} refreshed {} resealed {} failed {}",
-            summary.examined, summary.refreshed, summary.resealed, summary.failed
-        ));
-    };
-    let summary = refresh_all::run(&app, options, &progress).await?;
+    // Spawned onto the runtime's workers, where the timer runs under `serve` too: the run's
+    // many small wake-ups (a row's HTTP answer, a commit) then stay on the worker threads
+    // instead of hopping to the main thread.
+    let run = tokio::spawn({
+        let (app, bar) = (app.clone(), bar.clone());
+        async move {
+            let progress = |summary: &refresh_all::Summary| {
+                if !bar.is_hidden() {
+                    bar.set_message(format!(
+                        "examined {} refreshed {} resealed {} failed {}",
+                        summary.examined, summary.refreshed, summary.resealed, summary.failed
+                    ));
+                }
+            };
+            refresh_all::run(&app, options, &progress).await
+        }
+    });
+    let summary = run.await.context("the refresh run panicked")??;
     bar.finish_and_clear();
     if output.json {
         println!("{}", serde_json::to_string(&summary)?);
