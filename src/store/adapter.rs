@@ -2,12 +2,13 @@
 //!
 //! The SQL is common (`sql.rs`); what differs between Postgres and SQLite is how a timestamp is
 //! bound and read (`Stamp`, `stamp`, `unstamp`), the claim and history-trim statements
-//! (`CLAIM_DUE`, `TRIM_ACCESSES`) and the `Steps` helpers. Each adapter module defines those
+//! (`CLAIM_DUE`, `TRIM_ACCESSES`), how a batch of grants is saved (`save_many`) and the `Steps`
+//! helpers. Each adapter module defines those
 //! items and invokes [`token_store_impl!`], whose body resolves them in that module.
 
 /// Implements `TokenStore` for an adapter type whose module provides `keyed`, `keyed_as`,
-/// `record`, `save_grant`, `save_many` (inherent), `Raw`, `Stamp`, `stamp`, `unstamp`, `CLAIM_DUE`, `TRIM_ACCESSES`
-/// and `Steps`.
+/// `record`, `Raw`, `Stamp`, `stamp`, `unstamp`, `CLAIM_DUE`, `TRIM_ACCESSES`, `Steps` and an
+/// inherent `save_many` (Postgres: one `UNNEST` statement; SQLite: one transaction).
 macro_rules! token_store_impl {
     ($store:ty) => {
         #[async_trait]
@@ -63,12 +64,10 @@ macro_rules! token_store_impl {
                 saves: &[GrantSave<'_>],
                 owner: &str,
             ) -> Result<Vec<bool>, StoreError> {
-                match saves {
-                    [] => Ok(Vec::new()),
-                    // A single statement is atomic on its own: no transaction round trips.
-                    [save] => Ok(vec![save_grant(&self.pool, save, owner).await?]),
-                    _ => self.save_many(saves, owner).await,
+                if saves.is_empty() {
+                    return Ok(Vec::new());
                 }
+                self.save_many(saves, owner).await
             }
 
             #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]

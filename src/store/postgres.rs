@@ -1,6 +1,5 @@
 //! The production adapter: Postgres through a `PgPool`.
 
-use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::query::{Query, QueryAs};
-use sqlx::{Executor, FromRow, PgPool, Postgres};
+use sqlx::{FromRow, PgPool, Postgres};
 
 use super::adapter::token_store_impl;
 use super::rows::{distinct_users, RawAccess, RawRecord};
@@ -79,7 +78,8 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
-    /// Several saves in one statement (`SAVE_MANY_POSTGRES`): one round trip and one commit.
+    /// Every save, one or many, in one statement (`SAVE_MANY_POSTGRES`): one round trip and
+    /// one commit.
     async fn save_many(
         &self,
         saves: &[GrantSave<'_>],
@@ -95,7 +95,7 @@ impl PostgresStore {
             .collect();
         let refreshed_at: Vec<Option<DateTime<Utc>>> =
             saves.iter().map(|s| s.refreshed_at).collect();
-        let saved: HashSet<(String, String)> = sqlx::query_as(sql::SAVE_MANY_POSTGRES)
+        let positions: Vec<i64> = sqlx::query_scalar(sql::SAVE_MANY_POSTGRES)
             .bind(texts(|s| s.key.tenant_id.as_str()))
             .bind(texts(|s| s.key.user_id.as_str()))
             .bind(revisions)
@@ -105,41 +105,18 @@ impl PostgresStore {
             .bind(refreshed_at)
             .bind(owner)
             .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .collect();
-        Ok(saves
-            .iter()
-            .map(|save| {
-                let tenant = save.key.tenant_id.as_str().to_owned();
-                saved.contains(&(tenant, save.key.user_id.as_str().to_owned()))
-            })
-            .collect())
+            .await?;
+        let mut saved = vec![false; saves.len()];
+        for position in positions {
+            if let Some(slot) = usize::try_from(position - 1)
+                .ok()
+                .and_then(|i| saved.get_mut(i))
+            {
+                *slot = true;
+            }
+        }
+        Ok(saved)
     }
-}
-
-/// Runs `sql::SAVE_REFRESHED` or `sql::SAVE_RESEALED` for one [`GrantSave`] on `executor`
-/// (the pool, or the transaction of a batch).
-async fn save_grant<'e>(
-    executor: impl Executor<'e, Database = Postgres>,
-    save: &GrantSave<'_>,
-    owner: &str,
-) -> Result<bool, StoreError> {
-    let statement = match save.refreshed_at {
-        Some(_) => sql::SAVE_REFRESHED,
-        None => sql::SAVE_RESEALED,
-    };
-    let query = keyed(statement, save.key)
-        .bind(save.expected_revision)
-        .bind(&save.grant.sealed_refresh_token)
-        .bind(&save.grant.key_name)
-        .bind(&save.grant.key_version);
-    let query = match save.refreshed_at {
-        Some(now) => query.bind(now),
-        None => query,
-    };
-    let done = query.bind(owner).execute(executor).await?;
-    Ok(done.rows_affected() == 1)
 }
 
 impl Steps for PostgresStore {

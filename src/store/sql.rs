@@ -1,5 +1,6 @@
 //! The statements of both adapters. They are written once in the SQL both Postgres and SQLite
-//! (3.35+, bundled with sqlx) understand; only the claim and the history trim differ.
+//! (3.35+, bundled with sqlx) understand; only the claim, the history trim and the saves of a
+//! new grant differ (Postgres saves every batch in one `UNNEST` statement).
 //! Parameters: `$1` tenant id and `$2` user id wherever a single row is addressed. In SQLite
 //! timestamps are bound as fixed-width UTC text, so the same comparisons order by time.
 
@@ -60,8 +61,9 @@ pub(super) const RELEASE_LEASE: &str = "
     UPDATE user_tokens SET lease_owner = NULL, lease_until = NULL
     WHERE tenant_id = $1 AND user_id = $2 AND lease_owner = $3";
 
-/// `$3` expected revision, `$4`..`$6` grant, `$7` now, `$8` owner. The CASEs read the old
-/// `lease_owner`: only our own lease is released.
+/// SQLite's save after a redeem (Postgres: `SAVE_MANY_POSTGRES`). `$3` expected revision,
+/// `$4`..`$6` grant, `$7` now, `$8` owner. The CASEs read the old `lease_owner`: only our own
+/// lease is released.
 pub(super) const SAVE_REFRESHED: &str = "
     UPDATE user_tokens SET
         sealed_refresh_token = $4, key_name = $5, key_version = $6, refreshed_at = $7,
@@ -71,7 +73,7 @@ pub(super) const SAVE_REFRESHED: &str = "
         lease_until = CASE WHEN lease_owner = $8 THEN NULL ELSE lease_until END
     WHERE tenant_id = $1 AND user_id = $2 AND revision = $3";
 
-/// `$3` expected revision, `$4`..`$6` grant, `$7` owner.
+/// SQLite's save after a re-seal. `$3` expected revision, `$4`..`$6` grant, `$7` owner.
 pub(super) const SAVE_RESEALED: &str = "
     UPDATE user_tokens SET
         sealed_refresh_token = $4, key_name = $5, key_version = $6,
@@ -80,10 +82,11 @@ pub(super) const SAVE_RESEALED: &str = "
         lease_until = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_until END
     WHERE tenant_id = $1 AND user_id = $2 AND revision = $3";
 
-/// Postgres, many saves in one statement: `$1`..`$7` parallel arrays of tenant id, user id,
+/// Postgres, every save in one statement: `$1`..`$7` parallel arrays of tenant id, user id,
 /// expected revision, sealed token, key name, key version and `refreshed_at` (NULL for a
 /// re-seal, which keeps the age and the failure bookkeeping as `SAVE_RESEALED` does), `$8`
-/// owner. Returns the rows saved. One round trip instead of one per row inside a transaction.
+/// owner. Returns the 1-based position of each save that matched its revision. One round
+/// trip however many rows, instead of one per row inside a transaction.
 pub(super) const SAVE_MANY_POSTGRES: &str = "
     UPDATE user_tokens AS t SET
         sealed_refresh_token = v.sealed, key_name = v.key_name, key_version = v.key_version,
@@ -95,10 +98,10 @@ pub(super) const SAVE_MANY_POSTGRES: &str = "
         lease_owner = CASE WHEN t.lease_owner = $8 THEN NULL ELSE t.lease_owner END,
         lease_until = CASE WHEN t.lease_owner = $8 THEN NULL ELSE t.lease_until END
     FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bytea[], $5::text[], $6::text[],
-                $7::timestamptz[])
-         AS v(tenant_id, user_id, revision, sealed, key_name, key_version, refreshed_at)
+                $7::timestamptz[]) WITH ORDINALITY
+         AS v(tenant_id, user_id, revision, sealed, key_name, key_version, refreshed_at, position)
     WHERE t.tenant_id = v.tenant_id AND t.user_id = v.user_id AND t.revision = v.revision
-    RETURNING t.tenant_id, t.user_id";
+    RETURNING v.position";
 
 /// `$3` expected revision, `$4` reason, `$5` owner. The sealed token stays.
 pub(super) const MARK_REAUTH_REQUIRED: &str = "

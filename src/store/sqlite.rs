@@ -104,6 +104,10 @@ impl SqliteStore {
         saves: &[GrantSave<'_>],
         owner: &str,
     ) -> Result<Vec<bool>, StoreError> {
+        if let [save] = saves {
+            // A single statement is atomic on its own: no transaction needed.
+            return Ok(vec![save_grant(&self.pool, save, owner).await?]);
+        }
         // The first statement writes, so the transaction takes the write lock up front rather
         // than upgrading from a read snapshot.
         let mut tx = self.pool.begin().await?;
