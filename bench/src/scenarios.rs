@@ -608,8 +608,8 @@ impl Ctx {
                     let bound = concurrency as f64 / latency.as_secs_f64();
                     let kv = self.stack.key_vault.stats();
                     let entra = self.stack.entra.stats();
-                    // The latency Entra actually served: the configured one plus the
-                    // emulator's own signing and waits on these shared cores.
+                    // The latency Entra actually served: the configured one, plus what
+                    // waits for these shared cores added past it.
                     let grants = (entra.refresh_grants + entra.failed_grants).max(1);
                     let served = entra.token_endpoint_micros as f64 / grants as f64 / 1e6;
                     let served_bound = concurrency as f64 / served.max(1e-6);

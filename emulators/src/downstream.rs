@@ -129,7 +129,7 @@ impl DownstreamEmulator {
         self.state.faults.clear();
     }
 
-    /// Adds this latency to every request (zero turns it off).
+    /// Answers every request this long after it arrived (zero turns it off).
     pub fn set_latency(&self, latency: Duration) {
         self.state.faults.set_latency(latency);
     }
@@ -154,7 +154,13 @@ pub(crate) fn router(emulator: &DownstreamEmulator) -> Router {
     let state = Arc::clone(&emulator.state);
     let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
         let state = Arc::clone(&state);
-        async move { handle(&state, method, uri, headers, body).await }
+        async move {
+            state.requests.fetch_add(1, Ordering::Relaxed);
+            state
+                .faults
+                .answer(|outcome| async { handle(&state, outcome, method, uri, headers, body) })
+                .await
+        }
     };
     Router::new()
         .route(API_PREFIX, any(handler.clone()))
@@ -162,15 +168,15 @@ pub(crate) fn router(emulator: &DownstreamEmulator) -> Router {
         .route(&format!("{API_PREFIX}/{{*rest}}"), any(handler))
 }
 
-async fn handle(
+fn handle(
     state: &DownstreamState,
+    outcome: Outcome,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    state.requests.fetch_add(1, Ordering::Relaxed);
-    match state.faults.apply().await {
+    match outcome {
         Outcome::Proceed | Outcome::InvalidClient => {}
         Outcome::Drop(response) => return response,
         Outcome::Respond {

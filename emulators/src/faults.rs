@@ -1,10 +1,19 @@
 //! Fault injection shared by the three emulators.
 //!
 //! Each emulator owns one [`Faults`]: a queue of injected [`Fault`]s consumed one request at a
-//! time, plus a constant latency added to every request it covers. The queue only decides *what*
+//! time, plus a constant latency for every request it covers. The queue only decides *what*
 //! happens; each emulator renders the answer in its own service's error shape.
+//!
+//! The latency is what a client of the emulated service sees: its answer leaves that long after
+//! the request arrived, the service's own work (Entra's signing) done within it, as a remote
+//! service's work is part of its latency. Only work that outlasts the latency makes an answer
+//! later; an injected [`FaultKind::Delay`] comes on top.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::VecDeque,
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use axum::{http::StatusCode, response::Response};
 use parking_lot::Mutex;
@@ -64,7 +73,7 @@ impl Fault {
     }
 }
 
-/// The decision for one request, after latency and delays were already waited out.
+/// The decision for one request, after an injected delay was already waited out.
 #[derive(Debug)]
 pub(crate) enum Outcome {
     /// No fault: handle the request normally.
@@ -106,53 +115,72 @@ impl Faults {
         self.inner.lock().queue.clear();
     }
 
-    /// Sets the latency added to every request.
+    /// Sets the latency of every request.
     pub(crate) fn set_latency(&self, latency: Duration) {
         self.inner.lock().latency = latency;
     }
 
-    /// Consumes one use of the front fault, if any, and returns it with the current latency.
-    fn take(&self) -> (Duration, Option<FaultKind>) {
-        let mut inner = self.inner.lock();
-        let latency = inner.latency;
-        let Some(front) = inner.queue.front_mut() else {
-            return (latency, None);
+    /// Answers one request: consumes the next fault, lets `respond` build the answer from it
+    /// (normally, or in the service's error shape) and lets the answer leave no earlier than the
+    /// latency after the request arrived.
+    pub(crate) async fn answer<F>(&self, respond: impl FnOnce(Outcome) -> F) -> Response
+    where
+        F: Future<Output = Response>,
+    {
+        let arrived = Instant::now();
+        let latency = self.latency();
+        let kind = self.take();
+        let outcome = decide(kind).await;
+        let response = respond(outcome).await;
+        // A delay was waited out before the work (as before the latency counted the work), and
+        // comes on top of the latency.
+        let delay = match kind {
+            Some(FaultKind::Delay(delay)) => delay,
+            _ => Duration::ZERO,
         };
+        crate::pacer::sleep_until(arrived + latency + delay).await;
+        response
+    }
+
+    fn latency(&self) -> Duration {
+        self.inner.lock().latency
+    }
+
+    /// Consumes one use of the front fault, if any.
+    fn take(&self) -> Option<FaultKind> {
+        let mut inner = self.inner.lock();
+        let front = inner.queue.front_mut()?;
         let kind = front.kind;
         front.times -= 1;
         if front.times == 0 {
             inner.queue.pop_front();
         }
-        (latency, Some(kind))
+        Some(kind)
     }
+}
 
-    /// Waits the latency, consumes the next fault and turns it into an [`Outcome`].
-    pub(crate) async fn apply(&self) -> Outcome {
-        let (latency, kind) = self.take();
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+/// Turns a consumed fault into an [`Outcome`], waiting out a delay or a hang.
+async fn decide(kind: Option<FaultKind>) -> Outcome {
+    match kind {
+        None => Outcome::Proceed,
+        Some(FaultKind::Delay(delay)) => {
+            tokio::time::sleep(delay).await;
+            Outcome::Proceed
         }
-        match kind {
-            None => Outcome::Proceed,
-            Some(FaultKind::Delay(delay)) => {
-                tokio::time::sleep(delay).await;
-                Outcome::Proceed
-            }
-            Some(FaultKind::Hang) => {
-                tokio::time::sleep(HANG_FOR).await;
-                Outcome::Drop(drop_connection())
-            }
-            Some(FaultKind::Status(code)) => Outcome::Respond {
-                status: status_or_500(code),
-                retry_after_secs: None,
-            },
-            Some(FaultKind::TooManyRequests { retry_after_secs }) => Outcome::Respond {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                retry_after_secs: Some(retry_after_secs),
-            },
-            Some(FaultKind::InvalidClient) => Outcome::InvalidClient,
-            Some(FaultKind::Unreachable) => Outcome::Drop(drop_connection()),
+        Some(FaultKind::Hang) => {
+            tokio::time::sleep(HANG_FOR).await;
+            Outcome::Drop(drop_connection())
         }
+        Some(FaultKind::Status(code)) => Outcome::Respond {
+            status: status_or_500(code),
+            retry_after_secs: None,
+        },
+        Some(FaultKind::TooManyRequests { retry_after_secs }) => Outcome::Respond {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            retry_after_secs: Some(retry_after_secs),
+        },
+        Some(FaultKind::InvalidClient) => Outcome::InvalidClient,
+        Some(FaultKind::Unreachable) => Outcome::Drop(drop_connection()),
     }
 }
 
@@ -166,6 +194,8 @@ fn status_or_500(code: u16) -> StatusCode {
 
 #[cfg(test)]
 mod tests {
+    use axum::response::IntoResponse as _;
+
     use super::*;
 
     #[tokio::test]
@@ -178,18 +208,68 @@ mod tests {
         faults.inject(Fault::new(FaultKind::Hang, 0));
         for _ in 0..2 {
             assert!(matches!(
-                faults.apply().await,
+                decide(faults.take()).await,
                 Outcome::Respond { status, retry_after_secs: None } if status == StatusCode::SERVICE_UNAVAILABLE
             ));
         }
         assert!(matches!(
-            faults.apply().await,
+            decide(faults.take()).await,
             Outcome::Respond {
                 retry_after_secs: Some(7),
                 ..
             }
         ));
-        assert!(matches!(faults.apply().await, Outcome::Proceed));
+        assert!(matches!(decide(faults.take()).await, Outcome::Proceed));
+    }
+
+    /// Answers after `work` of pretend processing, timing the whole answer.
+    async fn timed_answer(faults: &Faults, work: Duration) -> Duration {
+        let started = Instant::now();
+        faults
+            .answer(|_| async move {
+                tokio::time::sleep(work).await;
+                StatusCode::OK.into_response()
+            })
+            .await;
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn the_work_is_done_within_the_latency() {
+        let faults = Faults::default();
+        faults.set_latency(Duration::from_millis(150));
+        let took = timed_answer(&faults, Duration::from_millis(100)).await;
+        // Latency plus work would be 250 ms.
+        assert!(
+            took >= Duration::from_millis(150),
+            "answered after {took:?}"
+        );
+        assert!(took < Duration::from_millis(240), "answered after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn work_longer_than_the_latency_makes_the_answer_later() {
+        let faults = Faults::default();
+        faults.set_latency(Duration::from_millis(100));
+        let took = timed_answer(&faults, Duration::from_millis(150)).await;
+        // Not latency plus work (250 ms): only the part of the work past the latency counts.
+        assert!(
+            took >= Duration::from_millis(150),
+            "answered after {took:?}"
+        );
+        assert!(took < Duration::from_millis(240), "answered after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn an_injected_delay_comes_on_top_of_the_latency() {
+        let faults = Faults::default();
+        faults.set_latency(Duration::from_millis(100));
+        faults.inject(Fault::once(FaultKind::Delay(Duration::from_millis(100))));
+        let took = timed_answer(&faults, Duration::ZERO).await;
+        assert!(
+            took >= Duration::from_millis(200),
+            "answered after {took:?}"
+        );
     }
 
     #[test]

@@ -247,7 +247,7 @@ impl KeyVaultEmulator {
         self.state.faults.clear();
     }
 
-    /// Adds this latency to every authorized request (zero turns it off).
+    /// Answers every authorized request this long after it arrived (zero turns it off).
     pub fn set_latency(&self, latency: Duration) {
         self.state.faults.set_latency(latency);
     }
@@ -362,36 +362,45 @@ async fn authorize(
             None,
         );
     }
-    match state.faults.apply().await {
-        Outcome::Proceed | Outcome::InvalidClient => {}
-        Outcome::Drop(response) => return response,
-        Outcome::Respond {
-            status,
-            retry_after_secs,
-        } => {
-            let (code, message) = match status.as_u16() {
-                429 => (
-                    "Throttled",
-                    "Request was not processed because too many requests were received.",
-                ),
-                503 => (
-                    "ServiceUnavailable",
-                    "The service is temporarily unavailable.",
-                ),
-                500..=599 => ("InternalServerError", "An unexpected error occurred."),
-                _ => ("BadParameter", "The request was rejected (injected fault)."),
-            };
-            let mut response = kv_error(status, code, message, None);
-            if let Some(secs) = retry_after_secs {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    state
+        .faults
+        .answer(|outcome| async move {
+            match outcome {
+                Outcome::Proceed | Outcome::InvalidClient => {
+                    let mut response = next.run(request).await;
+                    add_service_headers(&mut response);
+                    response
+                }
+                Outcome::Drop(response) => response,
+                Outcome::Respond {
+                    status,
+                    retry_after_secs,
+                } => injected_error(status, retry_after_secs),
             }
-            return response;
-        }
+        })
+        .await
+}
+
+/// An injected fault in Key Vault's error shape.
+fn injected_error(status: StatusCode, retry_after_secs: Option<u64>) -> Response {
+    let (code, message) = match status.as_u16() {
+        429 => (
+            "Throttled",
+            "Request was not processed because too many requests were received.",
+        ),
+        503 => (
+            "ServiceUnavailable",
+            "The service is temporarily unavailable.",
+        ),
+        500..=599 => ("InternalServerError", "An unexpected error occurred."),
+        _ => ("BadParameter", "The request was rejected (injected fault)."),
+    };
+    let mut response = kv_error(status, code, message, None);
+    if let Some(secs) = retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    let mut response = next.run(request).await;
-    add_service_headers(&mut response);
     response
 }
 

@@ -12,6 +12,7 @@ mod entra;
 mod faults;
 pub mod host_timer;
 mod key_vault;
+mod pacer;
 mod server;
 mod signing;
 mod stack;

@@ -19,7 +19,7 @@ struct Args {
     /// Where the service settings go as KEY=VALUE lines [default: DIR/service.env].
     #[arg(long)]
     env_file: Option<PathBuf>,
-    /// Latency added to every token-endpoint call, in milliseconds.
+    /// Latency of every token-endpoint call (its signing done within it), in milliseconds.
     #[arg(long, default_value_t = 0)]
     entra_latency_ms: u64,
     /// Entra on N, Key Vault on N+1, downstream on N+2; 0 = any free ports. Fixed ports let a

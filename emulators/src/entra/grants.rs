@@ -55,7 +55,10 @@ pub(super) async fn token(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let response = answer_token_request(&state, &tenant, &headers, &body).await;
+    let response = state
+        .faults
+        .answer(|outcome| async { answer_token_request(&state, &tenant, &headers, &body, outcome) })
+        .await;
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     state
         .counters
@@ -64,13 +67,14 @@ pub(super) async fn token(
     response
 }
 
-async fn answer_token_request(
+fn answer_token_request(
     state: &EntraState,
     tenant: &str,
     headers: &HeaderMap,
     body: &[u8],
+    outcome: Outcome,
 ) -> Response {
-    match state.faults.apply().await {
+    match outcome {
         Outcome::Proceed => {}
         Outcome::Respond {
             status,

@@ -51,8 +51,9 @@ pub struct EntraStats {
     /// JWKS documents served (v1 and v2 paths).
     pub jwks_requests: u64,
     /// Time the token endpoint took to answer, summed over its calls, in microseconds: the
-    /// configured latency plus the work (signing) plus any wait for a thread. Divided by the
-    /// number of grants it is the latency Entra actually served.
+    /// configured latency (the signing is done within it), plus whatever the work or a wait
+    /// for a thread added past it. Divided by the number of grants it is the latency Entra
+    /// actually served.
     pub token_endpoint_micros: u64,
 }
 
@@ -365,7 +366,8 @@ impl EntraEmulator {
         self.state.faults.clear();
     }
 
-    /// Adds this latency to every token-endpoint call (zero turns it off).
+    /// Answers every token-endpoint call this long after it arrived, the signing done within
+    /// it (zero turns it off).
     pub fn set_latency(&self, latency: Duration) {
         self.state.faults.set_latency(latency);
     }
