@@ -550,10 +550,13 @@ impl Ctx {
         Ok(json!({ "migrated": stats(migrated), "fresh": stats(fresh) }))
     }
 
-    /// refresh-tokens at each size and concurrency, then re-seal only on the largest.
+    /// refresh-tokens at each size and concurrency, then re-seal only on the largest. Each size
+    /// and concurrency also runs with Entra at zero latency first: what the whole machine can
+    /// do, a bound no latency can lift.
     async fn timer(&self, report: &mut Value) -> anyhow::Result<()> {
         let latency = self.sizes.entra_latency;
         let mut runs = Vec::new();
+        let mut capacity = Vec::new();
         let sizes = if self.args.wants("refresh") {
             self.sizes.refresh_rows.clone()
         } else {
@@ -571,67 +574,40 @@ impl Ctx {
                 .execute(&pool)
                 .await?;
             if self.args.wants("refresh") {
-                for (i, &concurrency) in self.sizes.refresh_concurrency.iter().enumerate() {
+                let mut points = Vec::new();
+                if !latency.is_zero() {
+                    points.extend(
+                        self.sizes
+                            .refresh_concurrency
+                            .iter()
+                            .map(|&c| (c, Duration::ZERO)),
+                    );
+                }
+                points.extend(self.sizes.refresh_concurrency.iter().map(|&c| (c, latency)));
+                for (i, (concurrency, latency)) in points.into_iter().enumerate() {
                     if i > 0 {
-                        sqlx::query(
-                            "UPDATE user_tokens SET refreshed_at = now() - interval '48 hours', \
-                             failure_count = 0, next_attempt_at = NULL",
-                        )
-                        .execute(&pool)
-                        .await?;
-                        sqlx::query("VACUUM ANALYZE user_tokens")
-                            .execute(&pool)
-                            .await?;
+                        age_every_row(&pool).await?;
                     }
-                    self.step(format!(
-                        "refresh-tokens: {rows} rows, concurrency {concurrency}"
-                    ));
-                    env.retain(|(k, _)| k != "OBOVAULT_REFRESH_CONCURRENCY");
-                    env.push((
-                        "OBOVAULT_REFRESH_CONCURRENCY".into(),
-                        concurrency.to_string(),
-                    ));
-                    self.stack.entra.set_latency(latency);
-                    self.stack.entra.reset_stats();
-                    self.stack.key_vault.reset_stats();
-                    let run = proc::run_cli(&env, &["refresh", "--json"]).await;
-                    self.stack.entra.set_latency(Duration::ZERO);
-                    let run = run?;
-                    let summary = &run.summary;
-                    if summary["refreshed"].as_u64() != Some(rows as u64) {
-                        bail!(
-                            "refresh-tokens over {rows} rows did not refresh them all: {summary}"
+                    let mut run = self.refresh(&mut env, rows, concurrency, latency).await?;
+                    if latency.is_zero() {
+                        capacity.push(run);
+                        continue;
+                    }
+                    let reachable = capacity
+                        .iter()
+                        .find(|c| c["concurrency"] == concurrency && c["rows"] == rows)
+                        .and_then(|c| c["users_per_s"].as_f64());
+                    if let (Some(reachable), Value::Object(fields)) = (reachable, &mut run) {
+                        let bound = fields["bound_per_s"].as_f64().unwrap_or(0.0);
+                        let rate = fields["users_per_s"].as_f64().unwrap_or(0.0);
+                        let bound = bound.min(reachable);
+                        fields.insert("capacity_per_s".into(), json!(round(reachable, 0)));
+                        fields.insert(
+                            "fraction_of_reachable_bound".into(),
+                            json!(round(rate / bound.max(1e-6), 3)),
                         );
                     }
-                    let seconds = summary["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
-                    let rate = rows as f64 / seconds.max(0.001);
-                    let bound = concurrency as f64 / latency.as_secs_f64();
-                    let kv = self.stack.key_vault.stats();
-                    let entra = self.stack.entra.stats();
-                    // The latency Entra actually served: the configured one, plus what
-                    // waits for these shared cores added past it.
-                    let grants = (entra.refresh_grants + entra.failed_grants).max(1);
-                    let served = entra.token_endpoint_micros as f64 / grants as f64 / 1e6;
-                    let served_bound = concurrency as f64 / served.max(1e-6);
-                    runs.push(json!({
-                        "rows": rows,
-                        "concurrency": concurrency,
-                        "entra_latency_ms": latency.as_millis() as u64,
-                        "seconds": round(seconds, 2),
-                        "process_wall_seconds": round(run.wall.as_secs_f64(), 2),
-                        "users_per_s": round(rate, 0),
-                        "bound_per_s": round(bound, 0),
-                        "fraction_of_bound": round(rate / bound, 3),
-                        "entra_served_ms": round(served * 1000.0, 2),
-                        "served_bound_per_s": round(served_bound, 0),
-                        "fraction_of_served_bound": round(rate / served_bound, 3),
-                        "key_vault_gets": kv.get_latest + kv.get_version,
-                        "distinct_key_versions": 1,
-                        "entra_calls": entra.refresh_grants,
-                        "peak_rss_mib": round(run.peak_rss_kib as f64 / 1024.0, 1),
-                        "cpu_seconds": round(run.cpu_seconds, 2),
-                        "summary": summary,
-                    }));
+                    runs.push(run);
                 }
             }
             if rows == self.sizes.reseal_rows && self.args.wants("reseal") {
@@ -643,7 +619,78 @@ impl Ctx {
         if !runs.is_empty() {
             report["refresh"] = Value::Array(runs);
         }
+        if !capacity.is_empty() {
+            report["refresh_capacity"] = Value::Array(capacity);
+        }
         Ok(())
+    }
+
+    /// One `obo-vault refresh` over every due row with Entra at `latency`; every row must be
+    /// refreshed.
+    async fn refresh(
+        &self,
+        env: &mut Vec<(String, String)>,
+        rows: usize,
+        concurrency: usize,
+        latency: Duration,
+    ) -> anyhow::Result<Value> {
+        self.step(format!(
+            "refresh-tokens: {rows} rows, concurrency {concurrency}, Entra {} ms",
+            latency.as_millis()
+        ));
+        env.retain(|(k, _)| k != "OBOVAULT_REFRESH_CONCURRENCY");
+        env.push((
+            "OBOVAULT_REFRESH_CONCURRENCY".into(),
+            concurrency.to_string(),
+        ));
+        self.stack.entra.set_latency(latency);
+        self.stack.entra.reset_stats();
+        self.stack.key_vault.reset_stats();
+        let run = proc::run_cli(env, &["refresh", "--json"]).await;
+        self.stack.entra.set_latency(Duration::ZERO);
+        let run = run?;
+        let summary = &run.summary;
+        if summary["refreshed"].as_u64() != Some(rows as u64) {
+            bail!("refresh-tokens over {rows} rows did not refresh them all: {summary}");
+        }
+        let seconds = summary["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+        let rate = rows as f64 / seconds.max(0.001);
+        let bound = concurrency as f64 / latency.as_secs_f64().max(1e-9);
+        let kv = self.stack.key_vault.stats();
+        let entra = self.stack.entra.stats();
+        // The latency Entra actually served: the configured one, plus what waits for these
+        // shared cores added past it.
+        let grants = (entra.refresh_grants + entra.failed_grants).max(1);
+        let served = entra.token_endpoint_micros as f64 / grants as f64 / 1e6;
+        let served_bound = concurrency as f64 / served.max(1e-6);
+        let mut report = json!({
+            "rows": rows,
+            "concurrency": concurrency,
+            "entra_latency_ms": latency.as_millis() as u64,
+            "seconds": round(seconds, 2),
+            "process_wall_seconds": round(run.wall.as_secs_f64(), 2),
+            "users_per_s": round(rate, 0),
+            "entra_served_ms": round(served * 1000.0, 2),
+            "key_vault_gets": kv.get_latest + kv.get_version,
+            "distinct_key_versions": 1,
+            "entra_calls": entra.refresh_grants,
+            "peak_rss_mib": round(run.peak_rss_kib as f64 / 1024.0, 1),
+            "cpu_seconds": round(run.cpu_seconds, 2),
+            "summary": summary,
+        });
+        if !latency.is_zero() {
+            if let Value::Object(fields) = &mut report {
+                for (name, value) in [
+                    ("bound_per_s", round(bound, 0)),
+                    ("fraction_of_bound", round(rate / bound, 3)),
+                    ("served_bound_per_s", round(served_bound, 0)),
+                    ("fraction_of_served_bound", round(rate / served_bound, 3)),
+                ] {
+                    fields.insert(name.into(), json!(value));
+                }
+            }
+        }
+        Ok(report)
     }
 
     async fn reseal(
@@ -683,4 +730,18 @@ impl Ctx {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Makes every row due again (and clears back-offs) for the next refresh run.
+async fn age_every_row(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE user_tokens SET refreshed_at = now() - interval '48 hours', \
+         failure_count = 0, next_attempt_at = NULL",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE user_tokens")
+        .execute(pool)
+        .await?;
+    Ok(())
 }
