@@ -2,10 +2,14 @@
 //! OIDC discovery, JWKS), Azure Key Vault secrets (REST) and a downstream API, all over HTTPS
 //! with a generated test CA.
 //!
-//! They follow the real services' wire formats closely enough that the service cannot tell the difference, and they add what tests need:
-//! token minting, revocation, fault injection, counters, and a list of every secret handed out
-//! for leak scans. Start all three with [`Stack::start`]; the `obo-emulators` binary does the
-//! same for the local stack.
+//! They follow the real services' wire formats closely enough that the service cannot tell the
+//! difference, and they add what tests need: token minting, revocation, fault injection,
+//! counters, and a list of every secret handed out for leak scans. Start all three with
+//! [`Stack::start`]; the `obo-emulators` binary does the same for the local stack.
+//!
+//! A latency set on an emulator is its time to answer, as its clients see a real service's:
+//! the stand-in's own work (Entra's signing) is done within it, and a pacer thread wakes each
+//! answer at its instant rather than on tokio's millisecond ticks.
 
 mod downstream;
 mod entra;
