@@ -127,18 +127,13 @@ impl Faults {
     where
         F: Future<Output = Response>,
     {
-        let arrived = Instant::now();
         let latency = self.latency();
-        let kind = self.take();
-        let outcome = decide(kind).await;
+        let outcome = decide(self.take()).await;
+        // Counted from here, after `decide` waited out an injected delay (before the work, as
+        // it always was), so the delay comes on top of the latency.
+        let answer_at = Instant::now() + latency;
         let response = respond(outcome).await;
-        // A delay was waited out before the work (as before the latency counted the work), and
-        // comes on top of the latency.
-        let delay = match kind {
-            Some(FaultKind::Delay(delay)) => delay,
-            _ => Duration::ZERO,
-        };
-        crate::pacer::sleep_until(arrived + latency + delay).await;
+        crate::pacer::sleep_until(answer_at).await;
         response
     }
 
