@@ -3,8 +3,8 @@
 //! The SQL is common (`sql.rs`); what differs between Postgres and SQLite is how a timestamp is
 //! bound and read (`Stamp`, `stamp`, `unstamp`), the claim and history-trim statements
 //! (`CLAIM_DUE`, `TRIM_ACCESSES`), how a batch of grants is saved (`save_many`) and the `Steps`
-//! helpers. Each adapter module defines those
-//! items and invokes [`token_store_impl!`], whose body resolves them in that module.
+//! helpers. Each adapter module defines those items and invokes [`token_store_impl!`], whose
+//! body resolves them in that module.
 
 /// Implements `TokenStore` for an adapter type whose module provides `keyed`, `keyed_as`,
 /// `record`, `Raw`, `Stamp`, `stamp`, `unstamp`, `CLAIM_DUE`, `TRIM_ACCESSES`, `Steps` and an
