@@ -49,14 +49,21 @@ pub struct App {
 impl App {
     /// Connects to the database (running migrations) and builds every client.
     pub async fn build(settings: Settings) -> anyhow::Result<Arc<Self>> {
-        let store = store::connect(&settings.database_url)
+        let prepared = Self::prepare(settings)?;
+        let store = store::connect(&prepared.settings.database_url)
             .await
             .context("DATABASE_URL: cannot open the database")?;
-        Self::with_store(settings, store)
+        Ok(prepared.with_store(store))
     }
 
     /// Builds the app over an already opened store.
     pub fn with_store(settings: Settings, store: Arc<dyn TokenStore>) -> anyhow::Result<Arc<Self>> {
+        Ok(Self::prepare(settings)?.with_store(store))
+    }
+
+    /// Builds every client that needs no database, so that bad settings stop the process
+    /// before it listens, while the database may still be coming up.
+    pub fn prepare(settings: Settings) -> anyhow::Result<Prepared> {
         let ca = settings.extra_ca_certs.as_deref();
         let entra_http = crate::outbound::client(ca, settings.entra.timeout)?;
         let key_vault_http = crate::outbound::client(ca, Duration::from_secs(10))?;
@@ -66,8 +73,7 @@ impl App {
             settings.keys.managed_identity_client_id.as_deref(),
         )?;
         let key_vault = KeyVaultKeys::new(&settings.keys, key_vault_http)?;
-        let audit = AuditLog::start(store.clone());
-        Ok(Arc::new(Self {
+        Ok(Prepared {
             validator: TokenValidator::new(
                 entra_http.clone(),
                 settings.entra.authority_host.clone(),
@@ -81,19 +87,47 @@ impl App {
                 credential,
             ),
             keys: CachedKeys::new(Arc::new(key_vault), LATEST_KEY_TTL),
-            store,
             downstream: Arc::new(Downstream::new(
                 downstream_http,
                 settings.downstream.clone(),
             )),
+            settings,
+        })
+    }
+}
+
+/// Every client of an [`App`] except the database, built from valid settings.
+pub struct Prepared {
+    validator: TokenValidator,
+    entra: EntraClient,
+    keys: CachedKeys,
+    downstream: Arc<dyn Work>,
+    settings: Settings,
+}
+
+impl Prepared {
+    /// The database URL the app is to open.
+    pub fn database_url(&self) -> &secrecy::SecretString {
+        &self.settings.database_url
+    }
+
+    /// The app over an opened (and migrated) store.
+    pub fn with_store(self, store: Arc<dyn TokenStore>) -> Arc<App> {
+        let settings = self.settings;
+        Arc::new(App {
+            validator: self.validator,
+            entra: self.entra,
+            keys: self.keys,
+            audit: AuditLog::start(store.clone()),
+            store,
+            downstream: self.downstream,
             access_tokens: AccessTokenCache::new(),
-            audit,
             entra_settings: settings.entra,
             downstream_settings: settings.downstream,
             key_settings: settings.keys,
             refresh: settings.refresh,
             lease: settings.lease,
             instance_id: format!("obo-vault-{}", uuid::Uuid::new_v4()),
-        }))
+        })
     }
 }

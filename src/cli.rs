@@ -108,9 +108,17 @@ impl Cli {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let port = settings.port;
-    let app = App::build(settings).await?;
-    let application = crate::startup::Application::bind(port, app).await?;
-    tracing::info!(port = application.port(), "obo-vault ready");
+    // Bad settings stop the process here; an unreachable database does not (SPEC §2).
+    let prepared = App::prepare(settings)?;
+    let application = crate::startup::Application::bind_starting(port).await?;
+    tracing::info!(
+        port = application.port(),
+        "obo-vault listening; opening the database"
+    );
+    tokio::spawn(crate::startup::open_when_database_ready(
+        prepared,
+        application.gate(),
+    ));
     application
         .run_until(crate::startup::shutdown_signal())
         .await

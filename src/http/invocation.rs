@@ -1,15 +1,17 @@
 //! JSON invocations (the host's default protocol): the timer, and the HTTP functions when
 //! request forwarding is off. An HTTP invocation's `Data.req` is replayed through the same
 //! router as a forwarded request, and the answer is wrapped into `Outputs.res`, so both modes
-//! behave identically. Answers are always `200 application/json` with a non-empty body: the
-//! host discards `Logs` of any other answer.
+//! behave identically. Answers are `200 application/json` with a non-empty body (the host
+//! discards `Logs` of any other answer), except a timer run that could not start: that one is
+//! a `500` problem, because only a non-2xx answer makes the host record a failed invocation
+//! and apply the function's retry policy.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, State as AxumState};
-use axum::http::{HeaderName, HeaderValue, Method, Request};
+use axum::http::{header, HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -94,17 +96,37 @@ pub(crate) async fn timer(
         time_budget: app.refresh.time_budget,
         concurrency: app.refresh.concurrency,
     };
-    let logs = match refresh_all::run(app, options, &|_| {}).await {
-        Ok(summary) => vec![summary.line()],
-        Err(error) => {
-            tracing::error!(error = %error, past_due, "refresh-tokens run failed");
-            vec![
-                format!("refresh-tokens: failed: {error}"),
-                refresh_all::Summary::default().line(),
-            ]
+    match refresh_all::run(app, options, &|_| {}).await {
+        Ok(summary) => {
+            Json(json!({ "Outputs": {}, "Logs": [summary.line()], "ReturnValue": null }))
+                .into_response()
         }
-    };
-    Json(json!({ "Outputs": {}, "Logs": logs, "ReturnValue": null })).into_response()
+        Err(error) => {
+            tracing::error!(
+                error = %super::problem::format_chain(&error),
+                past_due,
+                "refresh-tokens run could not start"
+            );
+            run_not_started(&error.to_string())
+        }
+    }
+}
+
+/// `500` for a timer run that could not start; `why` is a fixed text without internals.
+pub(crate) fn run_not_started(why: &str) -> Response {
+    let body = json!({
+        "type": "https://obo-vault.dev/problems/run_not_started",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": format!("refresh-tokens could not start: {why}; the host retries per the function's retry policy."),
+        "error": "run_not_started",
+    });
+    let mut response = (StatusCode::INTERNAL_SERVER_ERROR, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
 }
 
 fn replayed_request(
@@ -199,7 +221,7 @@ fn query_string(req: &HttpTriggerData) -> Result<Option<String>, ApiError> {
     Ok((!query.is_empty()).then_some(query))
 }
 
-async fn http_output(response: Response) -> Result<Value, ApiError> {
+pub(crate) async fn http_output(response: Response) -> Result<Value, ApiError> {
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, 8 * 1024 * 1024)
         .await

@@ -11,6 +11,7 @@ mod do_work;
 mod invocation;
 pub mod problem;
 mod setup;
+pub(crate) mod starting;
 
 use std::sync::Arc;
 

@@ -577,8 +577,9 @@ async fn timer_entra_throttling_pauses_then_stops_the_run(app: TestApp) {
     }
 }
 
-/// Key Vault failing when the run asks for the latest key: the run does nothing (all-zero
-/// summary, still 200), claims no row and writes no failure bookkeeping.
+/// Key Vault failing when the run asks for the latest key: the run cannot start, answers 500
+/// (so the host records a failed invocation and retries), claims no row and writes no failure
+/// bookkeeping.
 async fn timer_key_vault_faults_at_the_start_leave_every_row_alone(app: TestApp) {
     let faults = Injector::new(&app, "timer_key_vault_start");
     let old = Utc::now() - chrono::Duration::hours(48);
@@ -594,8 +595,15 @@ async fn timer_key_vault_faults_at_the_start_leave_every_row_alone(app: TestApp)
         FaultKind::Unreachable,
     ] {
         faults.vault(kind, 1);
-        let line = app.timer_summary().await;
-        assert_eq!(summary_count(&line, "examined"), 0, "{kind:?}: {line}");
+        let answer = app.post_timer().await;
+        assert_eq!(answer.status(), 500, "{kind:?}");
+        assert_eq!(
+            answer.headers()["content-type"],
+            "application/problem+json",
+            "{kind:?}"
+        );
+        let problem: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(problem["error"], "run_not_started", "{kind:?}: {problem}");
         for oid in &users {
             let row = app.row(oid).await.unwrap();
             assert!(row.lease_owner.is_none());

@@ -276,19 +276,14 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Invokes the timer as the Functions host does.
+    /// Invokes the timer as the Functions host does and returns the raw answer.
+    pub(crate) async fn post_timer(&self) -> reqwest::Response {
+        post_timer(&self.client, &self.address).await
+    }
+
+    /// Invokes the timer as the Functions host does; the run must have started (200).
     pub(crate) async fn run_timer(&self) -> serde_json::Value {
-        let envelope = serde_json::json!({
-            "Data": { "timer": { "Schedule": { "AdjustForDST": true }, "ScheduleStatus": null, "IsPastDue": false } },
-            "Metadata": { "sys": { "MethodName": "refresh-tokens", "UtcNow": "2026-12-02T10:00:00.1234567Z", "RandGuid": "x" } }
-        });
-        let response = self
-            .client
-            .post(format!("{}/refresh-tokens", self.address))
-            .json(&envelope)
-            .send()
-            .await
-            .unwrap();
+        let response = self.post_timer().await;
         assert_eq!(response.status(), 200);
         assert!(response.headers()["content-type"]
             .to_str()
@@ -440,6 +435,20 @@ impl TestApp {
             .expect("summary line")
             .to_owned()
     }
+}
+
+/// Invokes the timer at `address` as the Functions host does.
+pub(crate) async fn post_timer(client: &reqwest::Client, address: &str) -> reqwest::Response {
+    let envelope = serde_json::json!({
+        "Data": { "timer": { "Schedule": { "AdjustForDST": true }, "ScheduleStatus": null, "IsPastDue": false } },
+        "Metadata": { "sys": { "MethodName": "refresh-tokens", "UtcNow": "2026-12-02T10:00:00.1234567Z", "RandGuid": "x" } }
+    });
+    client
+        .post(format!("{address}/refresh-tokens"))
+        .json(&envelope)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Extracts `name=N` from a summary line.
