@@ -36,6 +36,7 @@ impl AuditLog {
         tracing::info!(
             audit = true,
             caller.app_id = %record.caller_app_id,
+            caller.tenant_id = record.caller_tenant_id.as_ref().map(|t| t.as_str()),
             tenant.id = %record.key.tenant_id,
             user.id = %record.key.user_id,
             http.method = %record.method,

@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::domain::TenantId;
+use crate::tenancy::WorkloadTenants;
 
 /// Everything the service is configured with.
 pub struct Settings {
@@ -49,6 +50,8 @@ pub struct EntraSettings {
     pub authority_host: Url,
     /// `OBOVAULT_ALLOWED_TENANTS`.
     pub allowed_tenants: AllowedTenants,
+    /// `OBOVAULT_WORKLOAD_TENANTS`: whose workloads may call do-work, for whom.
+    pub workload_tenants: WorkloadTenants,
     /// `OBOVAULT_SETUP_SCOPE`: the delegated scope a setup token must carry.
     pub setup_scope: String,
     /// `OBOVAULT_WORKLOAD_ROLE`: the app role a do-work caller must carry.
@@ -313,17 +316,51 @@ impl EntraSettings {
             ),
             None => AllowedTenants::Only(vec![tenant_id.clone()]),
         };
+        let workload_tenants = workload_tenants(env, &tenant_id, &allowed_tenants)?;
         Ok(Self {
             credential: ClientCredential::from_env(env)?,
             tenant_id,
             client_id,
             authority_host,
             allowed_tenants,
+            workload_tenants,
             setup_scope: env.or("OBOVAULT_SETUP_SCOPE", "access_as_user").to_owned(),
             workload_role: env.or("OBOVAULT_WORKLOAD_ROLE", "OboVault.Act").to_owned(),
             timeout: env.duration("OBOVAULT_ENTRA_TIMEOUT", "15s")?,
         })
     }
+}
+
+/// `OBOVAULT_WORKLOAD_TENANTS`: tenant GUIDs, each also an allowed tenant; `*` is refused
+/// (see [`crate::tenancy`]).
+fn workload_tenants(
+    env: &Env,
+    home: &TenantId,
+    allowed: &AllowedTenants,
+) -> Result<WorkloadTenants, SettingsError> {
+    const VAR: &str = "OBOVAULT_WORKLOAD_TENANTS";
+    let Some(list) = env.optional(VAR) else {
+        return Ok(WorkloadTenants::new(home.clone(), Vec::new()));
+    };
+    let mut listed = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if item == "*" {
+            return Err(problem(
+                VAR,
+                "* is not accepted: list the tenants whose workloads may act for users",
+            ));
+        }
+        let tenant = TenantId::parse(item)
+            .map_err(|_| problem(VAR, "must be comma-separated tenant GUIDs"))?;
+        if !allowed.allows(&tenant) {
+            return Err(problem(
+                VAR,
+                format!("{tenant} is not in OBOVAULT_ALLOWED_TENANTS"),
+            ));
+        }
+        listed.push(tenant);
+    }
+    Ok(WorkloadTenants::new(home.clone(), listed))
 }
 
 impl ClientCredential {
@@ -492,6 +529,7 @@ mod tests {
             format!("obo-vault-{tenant}")
         );
         assert!(settings.entra.allowed_tenants.allows(&tenant));
+        assert_eq!(settings.entra.workload_tenants.listed(), [tenant]);
         assert!(!settings.keys.auto_create && !settings.keys.emulator);
     }
 
@@ -533,12 +571,46 @@ mod tests {
                 "OBOVAULT_KEY_AUTO_CREATE",
             ),
             (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (
+                &[("OBOVAULT_WORKLOAD_TENANTS", "*")],
+                "OBOVAULT_WORKLOAD_TENANTS",
+            ),
+            (
+                &[(
+                    "OBOVAULT_WORKLOAD_TENANTS",
+                    "33333333-3333-3333-3333-333333333333",
+                )],
+                "OBOVAULT_WORKLOAD_TENANTS",
+            ),
         ];
         for (extra, variable) in cases {
             let error = error_with(extra);
             assert_eq!(error.variable, *variable, "{extra:?}");
             assert!(!error.to_string().contains("s3cret"));
         }
+    }
+
+    #[test]
+    fn workload_tenants_are_allowed_tenants() {
+        let (home, other) = (
+            "11111111-1111-1111-1111-111111111111",
+            "33333333-3333-3333-3333-333333333333",
+        );
+        let mut pairs = base();
+        pairs.push(("OBOVAULT_ALLOWED_TENANTS", "*"));
+        pairs.push((
+            "OBOVAULT_WORKLOAD_TENANTS",
+            "33333333-3333-3333-3333-333333333333, 11111111-1111-1111-1111-111111111111",
+        ));
+        let settings = Settings::from_env(&Env::from_pairs(pairs)).unwrap();
+        let listed: Vec<&str> = settings
+            .entra
+            .workload_tenants
+            .listed()
+            .iter()
+            .map(TenantId::as_str)
+            .collect();
+        assert_eq!(listed, [other, home]);
     }
 
     #[test]

@@ -21,4 +21,5 @@ pub mod outbound;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tenancy;
 pub mod usecase;

@@ -2,10 +2,11 @@
 
 use axum::http::{header, HeaderMap};
 
-use super::problem::ApiError;
+use super::problem::{ApiError, TENANT_NOT_ALLOWED};
 use crate::app::App;
 use crate::domain::UserKey;
 use crate::idp::{TokenError, ValidatedToken};
+use crate::usecase::do_work::Workload;
 
 /// A user calling setup, with the raw token for the OBO exchange.
 pub(crate) struct User {
@@ -46,8 +47,9 @@ pub(crate) async fn user(app: &App, headers: &HeaderMap) -> Result<User, ApiErro
     })
 }
 
-/// Validates an app-only token carrying `OBOVAULT_WORKLOAD_ROLE`; returns the caller's app id.
-pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
+/// Validates an app-only token carrying `OBOVAULT_WORKLOAD_ROLE` from a tenant listed in
+/// `OBOVAULT_WORKLOAD_TENANTS`.
+pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<Workload, ApiError> {
     let token = validate(app, bearer(headers)?).await?;
     let role = &app.entra_settings.workload_role;
     if !token.app_only {
@@ -60,9 +62,26 @@ pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<String, A
             "the token lacks the role {role}"
         )));
     }
-    let app_id = token.app_id.unwrap_or_else(|| "unknown".into());
-    tracing::Span::current().record("caller.app_id", app_id.as_str());
-    Ok(app_id)
+    let workload = Workload {
+        app_id: token.app_id.unwrap_or_else(|| "unknown".into()),
+        tenant_id: token.tenant_id,
+    };
+    let span = tracing::Span::current();
+    span.record("caller.app_id", workload.app_id.as_str());
+    span.record("caller.tenant_id", workload.tenant_id.as_str());
+    if let Err(refusal) = app
+        .entra_settings
+        .workload_tenants
+        .check_workload(&workload.tenant_id)
+    {
+        tracing::warn!(
+            caller.app_id = %workload.app_id,
+            caller.tenant_id = %workload.tenant_id,
+            "refused a workload of a tenant not in OBOVAULT_WORKLOAD_TENANTS"
+        );
+        return Err(refusal.into());
+    }
+    Ok(workload)
 }
 
 async fn validate(app: &App, token: &str) -> Result<ValidatedToken, ApiError> {
@@ -70,7 +89,7 @@ async fn validate(app: &App, token: &str) -> Result<ValidatedToken, ApiError> {
         .validate(token)
         .await
         .map_err(|error| match error {
-            TokenError::TenantNotAllowed => ApiError::TenantNotAllowed,
+            TokenError::TenantNotAllowed => ApiError::TenantNotAllowed(TENANT_NOT_ALLOWED),
             TokenError::MetadataUnavailable => ApiError::Unavailable {
                 what: "Entra ID",
                 retry_after: std::time::Duration::from_secs(5),

@@ -33,7 +33,7 @@ pub(crate) async fn do_work(
     raw_body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let raw_body = body::bytes(raw_body)?;
-    let caller_app_id = auth::workload(&app, &headers).await?;
+    let workload = auth::workload(&app, &headers).await?;
     let unverified: DoWorkBody = body::json_object(&headers, &raw_body)?.ok_or_else(|| {
         ApiError::InvalidRequest("a JSON body with tenantId and userId is required".into())
     })?;
@@ -46,6 +46,6 @@ pub(crate) async fn do_work(
         .downstream
         .prepare(unverified.request)
         .map_err(|error| ApiError::from(crate::usecase::FlowError::Downstream(error)))?;
-    let done = do_work::do_work(&app, &owner, &request, &caller_app_id).await?;
+    let done = do_work::do_work(&app, &owner, &request, &workload).await?;
     Ok(Json(done.response).into_response())
 }

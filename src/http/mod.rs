@@ -104,5 +104,6 @@ fn request_span(request: &Request) -> tracing::Span {
         http.path = %request.uri().path(),
         invocation.id = %invocation_id,
         caller.app_id = tracing::field::Empty,
+        caller.tenant_id = tracing::field::Empty,
     )
 }

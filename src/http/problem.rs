@@ -13,6 +13,7 @@ use crate::downstream::DownstreamError;
 use crate::idp::IdpError;
 use crate::keys::KeyError;
 use crate::store::StoreError;
+use crate::tenancy::TenancyRefusal;
 use crate::usecase::FlowError;
 
 /// Every error the HTTP API answers with.
@@ -65,9 +66,9 @@ pub enum ApiError {
         /// Entra's error code, e.g. `invalid_grant:70008`.
         reason: Option<String>,
     },
-    /// 403 `tenant_not_allowed`.
-    #[error("tenant not allowed")]
-    TenantNotAllowed,
+    /// 403 `tenant_not_allowed`, with the detail saying which rule refused.
+    #[error("{0}")]
+    TenantNotAllowed(&'static str),
     /// 503 `unavailable` with `Retry-After`.
     #[error("{what} is unavailable")]
     Unavailable {
@@ -95,7 +96,7 @@ impl ApiError {
             Self::InvalidToken { .. } | Self::InteractionRequired { .. } => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::InsufficientRole(_) | Self::InsufficientScope(_) | Self::TenantNotAllowed => {
+            Self::InsufficientRole(_) | Self::InsufficientScope(_) | Self::TenantNotAllowed(_) => {
                 StatusCode::FORBIDDEN
             }
             Self::NotConnected | Self::NotFound => StatusCode::NOT_FOUND,
@@ -125,7 +126,7 @@ impl ApiError {
             Self::PathNotAllowed(_) => "path_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::ReauthRequired { .. } => "reauth_required",
-            Self::TenantNotAllowed => "tenant_not_allowed",
+            Self::TenantNotAllowed(_) => "tenant_not_allowed",
             Self::Unavailable { .. } => "unavailable",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Upstream(_) => "upstream_error",
@@ -143,7 +144,6 @@ impl ApiError {
             Self::MethodNotAllowed => "This endpoint does not support the method.".into(),
             Self::NotFound => "No such endpoint.".into(),
             Self::PayloadTooLarge => "The request body exceeds the limit of 256 KiB.".into(),
-            Self::TenantNotAllowed => "The tenant is not allowed to use this service.".into(),
             Self::Unavailable { what, .. } => {
                 format!("{what} is throttled or unavailable; retry after the time given.")
             }
@@ -153,6 +153,22 @@ impl ApiError {
 
     fn title(&self) -> &'static str {
         self.status().canonical_reason().unwrap_or("Error")
+    }
+}
+
+/// The detail of a `tenant_not_allowed` for a tenant outside `OBOVAULT_ALLOWED_TENANTS`.
+pub(crate) const TENANT_NOT_ALLOWED: &str = "The tenant is not allowed to use this service.";
+
+impl From<TenancyRefusal> for ApiError {
+    fn from(refusal: TenancyRefusal) -> Self {
+        Self::TenantNotAllowed(match refusal {
+            TenancyRefusal::WorkloadTenantNotListed => {
+                "Workloads of this tenant may not call do-work."
+            }
+            TenancyRefusal::OtherTenantsUser => {
+                "A workload of another tenant may act only for users of its own tenant."
+            }
+        })
     }
 }
 
@@ -285,7 +301,8 @@ impl From<FlowError> for ApiError {
             FlowError::ReauthRequired { reason } => Self::ReauthRequired { reason },
             FlowError::Store(StoreError::Unavailable(_)) => unavailable("the database", None, 2),
             FlowError::Store(StoreError::Other(error)) => Self::Internal(error),
-            FlowError::TenantNotAllowed => Self::TenantNotAllowed,
+            FlowError::TenantNotAllowed => Self::TenantNotAllowed(TENANT_NOT_ALLOWED),
+            FlowError::Tenancy(refusal) => refusal.into(),
         }
     }
 }

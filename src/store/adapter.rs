@@ -151,6 +151,7 @@ macro_rules! token_store_impl {
                         .bind(&access.path)
                         .bind(access.downstream_status)
                         .bind(access.refreshed)
+                        .bind(access.caller_tenant_id.as_ref().map(crate::domain::TenantId::as_str))
                         .execute(&mut *tx)
                         .await?;
                 }

@@ -420,6 +420,7 @@ async fn access_history_is_trimmed_newest_first_and_goes_with_the_row() {
             key: user(n),
             at: t0() + Duration::minutes(minute),
             caller_app_id: "app".into(),
+            caller_tenant_id: (minute != 4).then(|| user(n).tenant_id),
             method: "GET".into(),
             path: "/me".into(),
             downstream_status: (minute % 2 == 0).then_some(200),
@@ -451,6 +452,15 @@ async fn access_history_is_trimmed_newest_first_and_goes_with_the_row() {
                 recent[0].path.as_str()
             ),
             (Some(200), true, "/me")
+        );
+        assert_eq!(
+            (
+                recent[0].caller_tenant_id.as_ref(),
+                recent[1].caller_tenant_id.as_ref()
+            ),
+            (Some(&user(1).tenant_id), None),
+            "{}: the caller's tenant is kept, NULL for records without one",
+            b.name
         );
         assert_eq!(s.recent_accesses(&user(1), 1).await.unwrap().len(), 1);
         assert_eq!(

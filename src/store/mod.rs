@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::domain::{TokenStatus, UserKey};
+use crate::domain::{TenantId, TokenStatus, UserKey};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -147,6 +147,8 @@ pub struct AccessRecord {
     pub at: DateTime<Utc>,
     /// The workload's app id (`azp`/`appid`).
     pub caller_app_id: String,
+    /// The workload's tenant (`tid`); `None` on records kept before it was recorded.
+    pub caller_tenant_id: Option<TenantId>,
     /// Downstream method.
     pub method: String,
     /// Downstream path (no query).

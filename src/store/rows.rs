@@ -67,6 +67,7 @@ pub(super) struct RawAccess<Ts> {
     path: String,
     downstream_status: Option<i32>,
     refreshed: bool,
+    caller_tenant_id: Option<String>,
 }
 
 impl<Ts> RawAccess<Ts> {
@@ -83,6 +84,14 @@ impl<Ts> RawAccess<Ts> {
             path: self.path,
             downstream_status: self.downstream_status,
             refreshed: self.refreshed,
+            caller_tenant_id: self
+                .caller_tenant_id
+                .as_deref()
+                .map(TenantId::parse)
+                .transpose()
+                .map_err(|error| {
+                    StoreError::Other(anyhow::Error::new(error).context("corrupt caller tenant id"))
+                })?,
         })
     }
 }

@@ -218,12 +218,14 @@ pub(super) const CLAIM_DUE_SQLITE: &str = concat!(
     token_columns!()
 );
 
-/// `$3` at, `$4` caller, `$5` method, `$6` path, `$7` downstream status, `$8` refreshed.
-/// A user deleted meanwhile gets no history instead of a foreign-key error.
+/// `$3` at, `$4` caller, `$5` method, `$6` path, `$7` downstream status, `$8` refreshed,
+/// `$9` the caller's tenant. A user deleted meanwhile gets no history instead of a foreign-key
+/// error.
 pub(super) const INSERT_ACCESS: &str = "
     INSERT INTO user_token_accesses
-        (tenant_id, user_id, at, caller_app_id, method, path, downstream_status, refreshed)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8
+        (tenant_id, user_id, at, caller_app_id, method, path, downstream_status, refreshed,
+         caller_tenant_id)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
     WHERE EXISTS (SELECT 1 FROM user_tokens WHERE tenant_id = $1 AND user_id = $2)";
 
 /// `$3` how many to keep.
@@ -246,7 +248,8 @@ pub(super) const TRIM_ACCESSES_SQLITE: &str = "
 
 /// `$3` limit.
 pub(super) const RECENT_ACCESSES: &str = "
-    SELECT tenant_id, user_id, at, caller_app_id, method, path, downstream_status, refreshed
+    SELECT tenant_id, user_id, at, caller_app_id, method, path, downstream_status, refreshed,
+           caller_tenant_id
     FROM user_token_accesses
     WHERE tenant_id = $1 AND user_id = $2
     ORDER BY at DESC, id DESC

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::access_tokens::CachedAccessToken;
 use super::{custody, FlowError};
 use crate::app::App;
-use crate::domain::{TokenStatus, UserKey};
+use crate::domain::{TenantId, TokenStatus, UserKey};
 use crate::downstream::{DownstreamRequest, DownstreamResponse};
 use crate::idp::IdpError;
 use crate::store::{AccessRecord, Lease, LeaseAttempt, TokenRecord};
@@ -31,18 +31,40 @@ pub struct WorkDone {
     pub refreshed: bool,
 }
 
+/// The workload calling do-work, from its validated app-only token.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    /// `azp`/`appid`: the workload's app id.
+    pub app_id: String,
+    /// `tid`: the tenant the workload's service principal lives in.
+    pub tenant_id: TenantId,
+}
+
 type PendingSave = JoinHandle<Result<bool, FlowError>>;
 
-/// Calls the downstream API for `owner` on behalf of the workload `caller_app_id`.
+/// Calls the downstream API for `owner` on behalf of `workload`.
 #[tracing::instrument(skip_all, fields(tenant.id = %owner.tenant_id, user.id = %owner.user_id))]
 pub async fn do_work(
     app: &Arc<App>,
     owner: &UserKey,
     request: &DownstreamRequest,
-    caller_app_id: &str,
+    workload: &Workload,
 ) -> Result<WorkDone, FlowError> {
+    // Tenancy first: nothing is read or redeemed for a user the workload may not act for.
     if !app.entra_settings.allowed_tenants.allows(&owner.tenant_id) {
         return Err(FlowError::TenantNotAllowed);
+    }
+    if let Err(refusal) = app
+        .entra_settings
+        .workload_tenants
+        .check(&workload.tenant_id, &owner.tenant_id)
+    {
+        tracing::warn!(
+            caller.app_id = %workload.app_id,
+            caller.tenant_id = %workload.tenant_id,
+            "refused a workload acting for a user of another tenant"
+        );
+        return Err(refusal.into());
     }
     let row = app
         .store
@@ -88,7 +110,8 @@ pub async fn do_work(
     app.audit.record(AccessRecord {
         key: owner.clone(),
         at: Utc::now(),
-        caller_app_id: caller_app_id.to_owned(),
+        caller_app_id: workload.app_id.clone(),
+        caller_tenant_id: Some(workload.tenant_id.clone()),
         method: request.method().to_owned(),
         path: request.path().to_owned(),
         downstream_status: Some(i32::from(response.status)),
@@ -231,5 +254,6 @@ fn shared_copy(error: &FlowError) -> FlowError {
             FlowError::Store(StoreError::Other(anyhow::anyhow!("{error:#}")))
         }
         FlowError::TenantNotAllowed => FlowError::TenantNotAllowed,
+        FlowError::Tenancy(refusal) => FlowError::Tenancy(*refusal),
     }
 }

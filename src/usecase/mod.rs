@@ -12,6 +12,7 @@ use crate::downstream::DownstreamError;
 use crate::idp::IdpError;
 use crate::keys::KeyError;
 use crate::store::StoreError;
+use crate::tenancy::TenancyRefusal;
 
 /// Why a flow failed; `http::problem` maps each variant to its answer.
 #[derive(Debug, thiserror::Error)]
@@ -52,4 +53,7 @@ pub enum FlowError {
     /// The tenant is not in `OBOVAULT_ALLOWED_TENANTS`.
     #[error("tenant not allowed")]
     TenantNotAllowed,
+    /// The workload's tenant may not act for this user (`OBOVAULT_WORKLOAD_TENANTS`).
+    #[error("{0}")]
+    Tenancy(#[from] TenancyRefusal),
 }

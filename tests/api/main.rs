@@ -9,4 +9,5 @@ mod hostile;
 mod invocation;
 mod leaks;
 mod setup;
+mod tenancy;
 mod timer;

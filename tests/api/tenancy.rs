@@ -1,0 +1,228 @@
+//! Trust across tenants: workload tenancy (`OBOVAULT_WORKLOAD_TENANTS`) in a deployment that
+//! allows two tenants, and multi-tenant token validation with `OBOVAULT_ALLOWED_TENANTS=*`.
+
+use emulators::{AppTokenSpec, UserTokenSpec, DEFAULT_TENANT_ID};
+use serde_json::{json, Value};
+
+use crate::helpers::{new_user, TestApp, LOGS};
+
+/// The second allowed tenant (a customer of the home tenant's operator).
+const SECOND_TENANT: &str = "5ec0d7e2-2b34-4da1-9baa-8bc8c9d6a491";
+const SECOND_WORKLOAD: &str = "5ec0d000-0000-4000-8000-00000000a11e";
+
+/// Runs scenarios on both backends with extra settings, as two tests each.
+macro_rules! on_both_backends_with {
+    ($settings:expr; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let settings: Vec<(String, String)> = $settings;
+                    let pairs: Vec<(&str, &str)> =
+                        settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    let backend = $crate::helpers::Backend::Sqlite;
+                    if let Some(app) = $crate::helpers::spawn_app_with(backend, &pairs).await {
+                        super::super::$name(app).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let settings: Vec<(String, String)> = $settings;
+                    let pairs: Vec<(&str, &str)> =
+                        settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    let backend = $crate::helpers::Backend::Postgres;
+                    if let Some(app) = $crate::helpers::spawn_app_with(backend, &pairs).await {
+                        super::super::$name(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+fn two_tenants() -> Vec<(String, String)> {
+    vec![(
+        "OBOVAULT_ALLOWED_TENANTS".into(),
+        format!("{DEFAULT_TENANT_ID},{SECOND_TENANT}"),
+    )]
+}
+
+fn two_tenants_with_both_workloads() -> Vec<(String, String)> {
+    let mut settings = two_tenants();
+    settings.push((
+        "OBOVAULT_WORKLOAD_TENANTS".into(),
+        format!("{DEFAULT_TENANT_ID},{SECOND_TENANT}"),
+    ));
+    settings
+}
+
+/// A workload token of `tenant` carrying the role.
+fn workload(app: &TestApp, tenant: &str, app_id: &str) -> String {
+    app.stack.entra.mint_app_token(&AppTokenSpec::new(
+        tenant,
+        app_id,
+        vec!["OboVault.Act".into()],
+    ))
+}
+
+/// Connects a new user of `tenant` through setup; returns its oid.
+async fn connect(app: &TestApp, tenant: &str) -> String {
+    let oid = new_user();
+    let token = app
+        .stack
+        .entra
+        .mint_user_token(&UserTokenSpec::new(tenant, &oid));
+    let response = app.post_setup(&token).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    oid
+}
+
+/// `POST /api/do-work` as `token` for the user (`tenant`, `oid`).
+async fn act(app: &TestApp, token: &str, tenant: &str, oid: &str) -> reqwest::Response {
+    app.client
+        .post(format!("{}/api/do-work", app.address))
+        .bearer_auth(token)
+        .json(&json!({"tenantId": tenant, "userId": oid}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asserts a 403 `tenant_not_allowed` that redeemed nothing and called nothing downstream.
+async fn assert_refused_without_side_effects(app: &TestApp, token: &str, tenant: &str, oid: &str) {
+    app.stack.entra.reset_stats();
+    app.stack.downstream.reset_stats();
+    let before = app
+        .store
+        .find(&user_key(tenant, oid))
+        .await
+        .unwrap()
+        .expect("row");
+    let response = act(app, token, tenant, oid).await;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "tenant_not_allowed", "{body}");
+    assert_eq!(
+        app.stack.entra.stats().refresh_grants,
+        0,
+        "no refresh grant"
+    );
+    assert_eq!(
+        app.stack.downstream.stats().requests,
+        0,
+        "no downstream call"
+    );
+    let after = app
+        .store
+        .find(&user_key(tenant, oid))
+        .await
+        .unwrap()
+        .expect("row");
+    assert_eq!(
+        (after.revision, after.refreshed_at, after.lease_owner),
+        (before.revision, before.refreshed_at, before.lease_owner),
+        "the row is untouched"
+    );
+}
+
+fn user_key(tenant: &str, oid: &str) -> obo_vault::domain::UserKey {
+    obo_vault::domain::UserKey {
+        tenant_id: obo_vault::domain::TenantId::parse(tenant).unwrap(),
+        user_id: obo_vault::domain::UserId::parse(oid).unwrap(),
+    }
+}
+
+/// Asserts a 200 from the downstream API, acting as `oid` of `tenant`.
+async fn assert_acts(app: &TestApp, token: &str, tenant: &str, oid: &str) {
+    let response = act(app, token, tenant, oid).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["body"]["tid"].as_str(), body["body"]["oid"].as_str()),
+        (Some(tenant), Some(oid))
+    );
+}
+
+/// The `callerTenantId` of the newest `recentAccess` of the user, waiting for the audit writer.
+async fn last_caller_tenant(app: &TestApp, tenant: &str, oid: &str) -> Value {
+    let token = app
+        .stack
+        .entra
+        .mint_user_token(&UserTokenSpec::new(tenant, oid));
+    for _ in 0..100 {
+        let body: Value = app.get_setup(&token).await.json().await.unwrap();
+        if let Some(access) = body["recentAccess"].as_array().and_then(|a| a.first()) {
+            return access["callerTenantId"].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no access recorded");
+}
+
+async fn a_second_tenants_workload_is_refused_by_default(app: TestApp) {
+    let home_user = app.connected_user().await;
+    let second_user = connect(&app, SECOND_TENANT).await;
+    let token = workload(&app, SECOND_TENANT, SECOND_WORKLOAD);
+    assert_refused_without_side_effects(&app, &token, DEFAULT_TENANT_ID, &home_user).await;
+    // Not listed in OBOVAULT_WORKLOAD_TENANTS: not even for its own tenant's users.
+    assert_refused_without_side_effects(&app, &token, SECOND_TENANT, &second_user).await;
+    // The same user is fine for the home tenant's workload: the refusal was the tenancy.
+    app.stack.entra.reset_stats();
+    assert_acts(&app, &app.workload_token(), DEFAULT_TENANT_ID, &home_user).await;
+    assert_eq!(app.stack.entra.stats().refresh_grants, 1);
+}
+
+async fn a_home_workload_acts_for_a_second_tenants_user(app: TestApp) {
+    let second_user = connect(&app, SECOND_TENANT).await;
+    assert_acts(&app, &app.workload_token(), SECOND_TENANT, &second_user).await;
+    assert_eq!(
+        last_caller_tenant(&app, SECOND_TENANT, &second_user).await,
+        DEFAULT_TENANT_ID
+    );
+}
+
+async fn a_listed_tenants_workload_acts_for_its_own_users_only(app: TestApp) {
+    let home_user = app.connected_user().await;
+    let second_user = connect(&app, SECOND_TENANT).await;
+    let token = workload(&app, SECOND_TENANT, SECOND_WORKLOAD);
+    assert_refused_without_side_effects(&app, &token, DEFAULT_TENANT_ID, &home_user).await;
+    let response = act(&app, &token, DEFAULT_TENANT_ID, &home_user).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["detail"],
+        "A workload of another tenant may act only for users of its own tenant."
+    );
+    assert_acts(&app, &token, SECOND_TENANT, &second_user).await;
+    assert_eq!(
+        last_caller_tenant(&app, SECOND_TENANT, &second_user).await,
+        SECOND_TENANT
+    );
+    // The home tenant's workload still acts for both tenants' users.
+    assert_acts(&app, &app.workload_token(), DEFAULT_TENANT_ID, &home_user).await;
+    assert_acts(&app, &app.workload_token(), SECOND_TENANT, &second_user).await;
+    // The audit line names the workload's tenant.
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+    assert!(
+        logs.lines().any(|line| line.contains("\"audit\":true")
+            && line.contains(&second_user)
+            && line.contains(&format!("\"caller.tenant_id\":\"{SECOND_TENANT}\""))),
+        "an audit line with the caller's tenant"
+    );
+}
+
+mod default_workload_tenants {
+    on_both_backends_with!(crate::tenancy::two_tenants();
+        a_second_tenants_workload_is_refused_by_default,
+        a_home_workload_acts_for_a_second_tenants_user,
+    );
+}
+
+mod both_tenants_listed {
+    on_both_backends_with!(crate::tenancy::two_tenants_with_both_workloads();
+        a_listed_tenants_workload_acts_for_its_own_users_only,
+    );
+}
