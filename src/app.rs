@@ -70,7 +70,7 @@ impl App {
         let downstream_http = crate::outbound::client(ca, settings.downstream.timeout)?;
         let credential = AppCredential::from_settings(
             &settings.entra.credential,
-            settings.keys.managed_identity_client_id.as_deref(),
+            &settings.entra.authority_host,
         )?;
         let key_vault = KeyVaultKeys::new(&settings.keys, key_vault_http)?;
         Ok(Prepared {

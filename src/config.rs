@@ -66,8 +66,12 @@ pub enum ClientCredential {
     Secret(SecretString),
     /// A PEM file with the private key and the certificate; a signed client assertion.
     Certificate(PathBuf),
-    /// A managed-identity token for `api://AzureADTokenExchange` as client assertion.
-    ManagedIdentity,
+    /// A token of a user-assigned managed identity (`AZURE_CLIENT_ID`) for the cloud's
+    /// token-exchange audience as client assertion (a federated identity credential).
+    ManagedIdentity {
+        /// The managed identity's client id.
+        client_id: String,
+    },
 }
 
 /// Tenants whose users and workloads are served.
@@ -371,7 +375,9 @@ impl ClientCredential {
         match (secret, certificate, assertion) {
             (Some(secret), None, None) => Ok(Self::Secret(SecretString::from(secret.to_owned()))),
             (None, Some(path), None) => Ok(Self::Certificate(PathBuf::from(path))),
-            (None, None, Some("managed-identity")) => Ok(Self::ManagedIdentity),
+            (None, None, Some("managed-identity")) => Ok(Self::ManagedIdentity {
+                client_id: user_assigned_identity(env)?,
+            }),
             (None, None, Some(_)) => {
                 Err(problem("OBOVAULT_CLIENT_ASSERTION", "the only supported value is managed-identity"))
             }
@@ -385,6 +391,30 @@ impl ClientCredential {
             )),
         }
     }
+}
+
+/// The client id of the user-assigned managed identity that `OBOVAULT_CLIENT_ASSERTION=
+/// managed-identity` presents. Entra accepts only user-assigned managed identities as an app's
+/// federated credential ("Configure an application to trust a managed identity": "Only
+/// user-assigned managed identities can be used as a federated credential for apps.
+/// system-assigned identities aren't supported."), so a missing `AZURE_CLIENT_ID` would only
+/// fail at the first token exchange; it stops the start instead.
+fn user_assigned_identity(env: &Env) -> Result<String, SettingsError> {
+    const VAR: &str = "OBOVAULT_CLIENT_ASSERTION";
+    let Some(client_id) = env.optional("AZURE_CLIENT_ID") else {
+        return Err(problem(
+            VAR,
+            "managed-identity needs a user-assigned managed identity: set AZURE_CLIENT_ID to its \
+             client id (system-assigned identities cannot be an app's federated credential)",
+        ));
+    };
+    if uuid::Uuid::try_parse(client_id).is_err() {
+        return Err(problem(
+            VAR,
+            "managed-identity: AZURE_CLIENT_ID must be the user-assigned identity's client id (a GUID)",
+        ));
+    }
+    Ok(client_id.to_owned())
 }
 
 impl DownstreamSettings {
@@ -555,6 +585,21 @@ mod tests {
                 "OBOVAULT_CLIENT_SECRET",
             ),
             (
+                &[
+                    ("OBOVAULT_CLIENT_SECRET", ""),
+                    ("OBOVAULT_CLIENT_ASSERTION", "managed-identity"),
+                ],
+                "OBOVAULT_CLIENT_ASSERTION",
+            ),
+            (
+                &[
+                    ("OBOVAULT_CLIENT_SECRET", ""),
+                    ("OBOVAULT_CLIENT_ASSERTION", "managed-identity"),
+                    ("AZURE_CLIENT_ID", "my-identity"),
+                ],
+                "OBOVAULT_CLIENT_ASSERTION",
+            ),
+            (
                 &[("OBOVAULT_ALLOWED_TENANTS", "contoso")],
                 "OBOVAULT_ALLOWED_TENANTS",
             ),
@@ -611,6 +656,20 @@ mod tests {
             .map(TenantId::as_str)
             .collect();
         assert_eq!(listed, [other, home]);
+    }
+
+    #[test]
+    fn managed_identity_assertions_name_a_user_assigned_identity() {
+        let mut pairs = base();
+        pairs.retain(|(name, _)| *name != "OBOVAULT_CLIENT_SECRET");
+        pairs.push(("OBOVAULT_CLIENT_ASSERTION", "managed-identity"));
+        pairs.push(("AZURE_CLIENT_ID", "0d3c5e3a-6f2b-4c8e-9a1d-7b2e4f6a8c0e"));
+        let settings = Settings::from_env(&Env::from_pairs(pairs)).unwrap();
+        assert!(matches!(
+            settings.entra.credential,
+            ClientCredential::ManagedIdentity { ref client_id }
+                if client_id == "0d3c5e3a-6f2b-4c8e-9a1d-7b2e4f6a8c0e"
+        ));
     }
 
     #[test]

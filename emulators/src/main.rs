@@ -1,4 +1,5 @@
-//! `obo-emulators`: runs the Entra, Key Vault and downstream emulators for the local stack.
+//! `obo-emulators`: runs the Entra, Key Vault, downstream and managed-identity emulators for
+//! the local stack.
 //!
 //! Writes the test CA to `DIR/ca.pem` and the service settings to an env file, prints the
 //! URLs, then serves until Ctrl-C or SIGTERM.
@@ -6,8 +7,19 @@
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use clap::Parser;
-use emulators::{Stack, StackOptions};
+use clap::{Parser, ValueEnum};
+use emulators::{ServiceCredential, Stack, StackOptions};
+
+/// How the service authenticates to the Entra emulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Credential {
+    /// A client secret.
+    Secret,
+    /// A certificate registered on the app (a signed client assertion).
+    Certificate,
+    /// A user-assigned managed identity trusted by a federated credential on the app.
+    ManagedIdentity,
+}
 
 /// Runs the Entra ID, Key Vault and downstream emulators for the local stack.
 #[derive(Debug, Parser)]
@@ -22,10 +34,13 @@ struct Args {
     /// Latency of every token-endpoint call (its signing done within it), in milliseconds.
     #[arg(long, default_value_t = 0)]
     entra_latency_ms: u64,
-    /// Entra on N, Key Vault on N+1, downstream on N+2; 0 = any free ports. Fixed ports let a
-    /// committed `local.settings.json` point at the stack.
-    #[arg(long, default_value_t = 8441, value_parser = clap::value_parser!(u16).range(0..=65533))]
+    /// Entra on N, Key Vault on N+1, downstream on N+2, the managed-identity endpoint on N+3;
+    /// 0 = any free ports. Fixed ports let a committed `local.settings.json` point at the stack.
+    #[arg(long, default_value_t = 8441, value_parser = clap::value_parser!(u16).range(0..=65532))]
     base_port: u16,
+    /// The credential the service settings use.
+    #[arg(long, value_enum, default_value_t = Credential::Secret)]
+    credential: Credential,
     /// Act as the host's timer: fire the `timerTrigger` of this function.json on its schedule…
     #[arg(long, requires = "handler_url")]
     timer_function: Option<PathBuf>,
@@ -63,6 +78,12 @@ async fn main() -> anyhow::Result<()> {
         entra_port: port(0),
         key_vault_port: port(1),
         downstream_port: port(2),
+        managed_identity_port: port(3),
+        credential: match args.credential {
+            Credential::Secret => ServiceCredential::Secret,
+            Credential::Certificate => ServiceCredential::Certificate,
+            Credential::ManagedIdentity => ServiceCredential::ManagedIdentity,
+        },
         ..StackOptions::default()
     };
     let stack = Stack::start(options).await?;
@@ -87,6 +108,11 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("Key Vault    {}", stack.key_vault.vault_url());
     println!("Downstream   {}", stack.downstream.base_url());
+    println!(
+        "Identity     {}  (managed-identity endpoint)",
+        stack.managed_identity.endpoint()
+    );
+    println!("Credential   {:?}", args.credential);
     println!("CA           {}", stack.ca_pem_path().display());
     println!("Settings     {}", env_file.display());
     println!(
@@ -153,8 +179,11 @@ mod tests {
             "20",
             "--base-port",
             "0",
+            "--credential",
+            "managed-identity",
         ])
         .expect("valid");
+        assert_eq!(args.credential, Credential::ManagedIdentity);
         assert_eq!(args.dir, PathBuf::from("x"));
         assert_eq!(args.env_file, Some(PathBuf::from("y.env")));
         assert_eq!(args.entra_latency_ms, 20);
@@ -165,7 +194,8 @@ mod tests {
                 .base_port,
             8441
         );
-        assert!(Args::try_parse_from(["obo-emulators", "--base-port", "65535"]).is_err());
+        assert!(Args::try_parse_from(["obo-emulators", "--base-port", "65533"]).is_err());
+        assert!(Args::try_parse_from(["obo-emulators", "--credential", "password"]).is_err());
         assert!(Args::try_parse_from(["obo-emulators", "--nope"]).is_err());
     }
 }

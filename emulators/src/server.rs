@@ -1,4 +1,5 @@
-//! Running one emulator's axum router as an HTTPS server on 127.0.0.1.
+//! Running one emulator's axum router as an HTTPS (or, for the managed-identity endpoint,
+//! plain HTTP) server on 127.0.0.1.
 //!
 //! Besides plain serving, this adds the one thing axum cannot express: answering a request with
 //! *nothing* (the `Unreachable` fault). A handler returns [`drop_connection()`]; the wrapper
@@ -83,6 +84,22 @@ impl RunningServer {
             .handle(handle.clone());
         let task = tokio::spawn(async move {
             if let Err(error) = server.serve(tower::make::Shared::new(service)).await {
+                tracing::warn!(%addr, %error, "emulator server stopped");
+            }
+        });
+        Ok(Self { handle, task })
+    }
+}
+
+impl RunningServer {
+    /// Serves `router` over plain HTTP on `listener` (the managed-identity endpoint, which is
+    /// `http://` on App Service too), in a task on the current tokio runtime.
+    pub(crate) fn spawn_plain(listener: TcpListener, router: Router) -> anyhow::Result<Self> {
+        let addr: SocketAddr = listener.local_addr()?;
+        let handle = Handle::new();
+        let server = axum_server::from_tcp(listener).handle(handle.clone());
+        let task = tokio::spawn(async move {
+            if let Err(error) = server.serve(router.into_make_service()).await {
                 tracing::warn!(%addr, %error, "emulator server stopped");
             }
         });

@@ -291,18 +291,6 @@ fn decode_json_part(part: &str) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Decodes a JWT's claims without checking anything (for client assertions, whose signature the
-/// emulator does not verify).
-pub(crate) fn insecure_claims(token: &str) -> Option<Value> {
-    let mut parts = token.split('.');
-    let (Some(_), Some(claims), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    decode_json_part(claims).filter(Value::is_object)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,17 @@
-//! The three emulators started together, with the CA file and the service settings that point
-//! obo-vault at them.
+//! The emulators started together (Entra ID, Key Vault, the downstream API and the
+//! managed-identity endpoint), with the CA file and the service settings that point obo-vault
+//! at them, for the credential the service is to use.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 use crate::{
+    client_certificate::ClientCertificate,
     downstream::{self, DownstreamEmulator},
-    entra::{self, EntraConfig, EntraEmulator},
+    entra::{self, EntraConfig, EntraEmulator, FederatedCredential},
     key_vault::{self, KeyVaultEmulator},
+    managed_identity::{self, ManagedIdentityEmulator, UserAssignedIdentity},
     server::{bind, RunningServer},
     signing::KeyStore,
     tls::TestCa,
@@ -18,8 +21,28 @@ use crate::{
 pub const DEFAULT_TENANT_ID: &str = "8eaef023-2b34-4da1-9baa-8bc8c9d6a490";
 /// Fixed client id of the default options.
 pub const DEFAULT_CLIENT_ID: &str = "535fb089-9ff3-47b6-9bfb-4f1264799865";
-/// Fixed, random-looking client secret of the default options (shaped like an Entra secret).
-pub const DEFAULT_CLIENT_SECRET: &str = "Kq38Q~emuL4tVx7wNqR2pLm9sYb4HcJd6Ff1Ga0E";
+/// Client secret of the default options: an obvious placeholder, not shaped like a real Entra
+/// secret (`xxx8Q~…`), which secret scanners and push protection would flag.
+pub const DEFAULT_CLIENT_SECRET: &str = "local-emulator-client-secret-not-for-azure";
+/// Client id of the user-assigned managed identity of the default options.
+pub const DEFAULT_MANAGED_IDENTITY_CLIENT_ID: &str = "6b0e5e8c-2f3d-4a71-9c58-3e1d7a4b9f20";
+/// Object (principal) id of that identity: the subject of the app's federated credential.
+pub const DEFAULT_MANAGED_IDENTITY_OBJECT_ID: &str = "c4a9d2f1-7e3b-4f05-8a6c-91b2e0d5f7a3";
+/// Audience of managed-identity tokens used as federated credentials (global cloud).
+pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+/// How the service proves itself to Entra in [`Stack::service_env`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceCredential {
+    /// `OBOVAULT_CLIENT_SECRET`.
+    #[default]
+    Secret,
+    /// `OBOVAULT_CLIENT_CERTIFICATE_PATH`: a certificate registered on the app.
+    Certificate,
+    /// `OBOVAULT_CLIENT_ASSERTION=managed-identity`: a user-assigned identity of the
+    /// managed-identity endpoint, trusted by a federated credential on the app.
+    ManagedIdentity,
+}
 /// Downstream resource of the default options.
 pub const DEFAULT_DOWNSTREAM_RESOURCE: &str = "https://downstream.obo-vault.test";
 
@@ -42,6 +65,10 @@ pub struct StackOptions {
     pub key_vault_port: u16,
     /// Port of the downstream API emulator; `0` = any free port.
     pub downstream_port: u16,
+    /// Port of the managed-identity endpoint (plain HTTP); `0` = any free port.
+    pub managed_identity_port: u16,
+    /// The credential [`Stack::service_env`] gives the service.
+    pub credential: ServiceCredential,
 }
 
 impl std::fmt::Debug for StackOptions {
@@ -56,6 +83,8 @@ impl std::fmt::Debug for StackOptions {
             .field("entra_port", &self.entra_port)
             .field("key_vault_port", &self.key_vault_port)
             .field("downstream_port", &self.downstream_port)
+            .field("managed_identity_port", &self.managed_identity_port)
+            .field("credential", &self.credential)
             .finish()
     }
 }
@@ -71,12 +100,16 @@ impl Default for StackOptions {
             entra_port: 0,
             key_vault_port: 0,
             downstream_port: 0,
+            managed_identity_port: 0,
+            credential: ServiceCredential::Secret,
         }
     }
 }
 
 /// The Entra, Key Vault and downstream emulators, served over HTTPS on 127.0.0.1 with a
-/// per-Stack test CA. The servers run as tasks on the runtime that called [`Stack::start`] and
+/// per-Stack test CA, and the managed-identity endpoint over plain HTTP (as on App Service).
+/// The app has the Stack's user-assigned identity as a federated credential, and, with
+/// [`ServiceCredential::Certificate`], a registered certificate. The servers run as tasks on the runtime that called [`Stack::start`] and
 /// stop when the Stack is dropped (the emulator handles stay usable, but nothing answers).
 #[derive(Debug)]
 pub struct Stack {
@@ -86,19 +119,28 @@ pub struct Stack {
     pub key_vault: KeyVaultEmulator,
     /// The downstream API emulator.
     pub downstream: DownstreamEmulator,
+    /// The managed-identity endpoint (`IDENTITY_ENDPOINT`).
+    pub managed_identity: ManagedIdentityEmulator,
     options: StackOptions,
     ca_pem_path: PathBuf,
+    /// The key and certificate file, with [`ServiceCredential::Certificate`].
+    certificate_path: Option<PathBuf>,
     _servers: Vec<RunningServer>,
     /// Kept so the temporary CA directory lives as long as the Stack.
     _temp_dir: Option<tempfile::TempDir>,
 }
 
 impl Stack {
-    /// Generates the CA and signing keys, writes `ca.pem`, and starts the three servers.
+    /// Generates the CA and signing keys (and the client certificate), writes `ca.pem`, and
+    /// starts the servers.
     pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
         // Key generation is CPU work; run it off the async threads.
-        let (keys, ca) = tokio::task::spawn_blocking(|| -> anyhow::Result<_> {
-            Ok((KeyStore::generate()?, TestCa::generate()?))
+        let with_certificate = options.credential == ServiceCredential::Certificate;
+        let (keys, ca, certificate) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let certificate = with_certificate
+                .then(|| ClientCertificate::generate("obo-vault-local"))
+                .transpose()?;
+            Ok((KeyStore::generate()?, TestCa::generate()?, certificate))
         })
         .await
         .context("generating keys")??;
@@ -127,6 +169,7 @@ impl Stack {
         let entra_listener = bind(options.entra_port)?;
         let key_vault_listener = bind(options.key_vault_port)?;
         let downstream_listener = bind(options.downstream_port)?;
+        let managed_identity_listener = bind(options.managed_identity_port)?;
         let origin = |listener: &std::net::TcpListener| -> anyhow::Result<String> {
             Ok(format!(
                 "https://127.0.0.1:{}",
@@ -142,6 +185,35 @@ impl Stack {
             host: origin(&entra_listener)?,
             keys: std::sync::Arc::clone(&keys),
         });
+        let managed_identity = ManagedIdentityEmulator::new(
+            &format!(
+                "http://127.0.0.1:{}",
+                managed_identity_listener.local_addr()?.port()
+            ),
+            &options.tenant_id,
+            entra.clone(),
+        );
+        managed_identity.assign(UserAssignedIdentity {
+            client_id: DEFAULT_MANAGED_IDENTITY_CLIENT_ID.to_owned(),
+            object_id: DEFAULT_MANAGED_IDENTITY_OBJECT_ID.to_owned(),
+        });
+        // As "Configure an application to trust a managed identity" sets it up: issuer = the
+        // tenant's v2 authority, subject = the identity's object id.
+        entra.add_federated_credential(FederatedCredential {
+            name: "obo-vault-managed-identity".to_owned(),
+            issuer: entra.issuer(&options.tenant_id),
+            subject: DEFAULT_MANAGED_IDENTITY_OBJECT_ID.to_owned(),
+            audiences: vec![TOKEN_EXCHANGE_AUDIENCE.to_owned()],
+        });
+        let certificate_path = match &certificate {
+            Some(certificate) => {
+                entra.register_certificate(&certificate.certificate_pem)?;
+                let path = ca_dir.join("client-certificate.pem");
+                certificate.write_to(&path)?;
+                Some(path)
+            }
+            None => None,
+        };
         let key_vault = KeyVaultEmulator::new(
             format!("{}/", origin(&key_vault_listener)?),
             &options.tenant_id,
@@ -160,13 +232,19 @@ impl Stack {
                 key_vault::router(&key_vault),
             )?,
             RunningServer::spawn(downstream_listener, tls, downstream::router(&downstream))?,
+            RunningServer::spawn_plain(
+                managed_identity_listener,
+                managed_identity::router(&managed_identity),
+            )?,
         ];
         Ok(Stack {
             entra,
             key_vault,
             downstream,
+            managed_identity,
             options,
             ca_pem_path,
+            certificate_path,
             _servers: servers,
             _temp_dir: temp_dir,
         })
@@ -182,31 +260,70 @@ impl Stack {
         &self.options
     }
 
-    /// The obo-vault settings that point the service at this Stack.
+    /// The key and certificate file of [`ServiceCredential::Certificate`].
+    pub fn certificate_path(&self) -> Option<&Path> {
+        self.certificate_path.as_deref()
+    }
+
+    /// The settings of the service's credential: the secret, the certificate file, or the
+    /// managed identity with the endpoint the SDK finds it through.
+    fn credential_env(&self) -> Vec<(&'static str, String)> {
+        match self.options.credential {
+            ServiceCredential::Secret => {
+                vec![("OBOVAULT_CLIENT_SECRET", self.options.client_secret.clone())]
+            }
+            ServiceCredential::Certificate => vec![(
+                "OBOVAULT_CLIENT_CERTIFICATE_PATH",
+                self.certificate_path
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            )],
+            ServiceCredential::ManagedIdentity => vec![
+                ("OBOVAULT_CLIENT_ASSERTION", "managed-identity".to_owned()),
+                (
+                    "AZURE_CLIENT_ID",
+                    DEFAULT_MANAGED_IDENTITY_CLIENT_ID.to_owned(),
+                ),
+                ("IDENTITY_ENDPOINT", self.managed_identity.endpoint()),
+                ("IDENTITY_HEADER", self.managed_identity.identity_header()),
+            ],
+        }
+    }
+
+    /// The obo-vault settings that point the service at this Stack. `IDENTITY_ENDPOINT` and
+    /// `IDENTITY_HEADER` are read by `azure_identity` from the process environment, so the
+    /// managed-identity credential works only in a process started with them.
     pub fn service_env(&self) -> Vec<(String, String)> {
         let o = &self.options;
-        [
-            ("OBOVAULT_TENANT_ID", o.tenant_id.clone()),
-            ("OBOVAULT_CLIENT_ID", o.client_id.clone()),
-            ("OBOVAULT_CLIENT_SECRET", o.client_secret.clone()),
-            ("OBOVAULT_AUTHORITY_HOST", self.entra.authority_host()),
-            ("OBOVAULT_KEY_VAULT_URL", self.key_vault.vault_url()),
-            ("OBOVAULT_KEY_VAULT_EMULATOR", "true".to_owned()),
-            ("OBOVAULT_KEY_AUTO_CREATE", "true".to_owned()),
-            (
-                "OBOVAULT_EXTRA_CA_CERTS",
-                self.ca_pem_path.display().to_string(),
-            ),
-            ("OBOVAULT_DOWNSTREAM_BASE_URL", self.downstream.base_url()),
-            (
-                "OBOVAULT_DOWNSTREAM_SCOPES",
-                format!("{}/.default", o.downstream_resource),
-            ),
-            ("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "/me,/echo".to_owned()),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect()
+        let mut env: Vec<(String, String)> = self
+            .credential_env()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        env.extend(
+            [
+                ("OBOVAULT_TENANT_ID", o.tenant_id.clone()),
+                ("OBOVAULT_CLIENT_ID", o.client_id.clone()),
+                ("OBOVAULT_AUTHORITY_HOST", self.entra.authority_host()),
+                ("OBOVAULT_KEY_VAULT_URL", self.key_vault.vault_url()),
+                ("OBOVAULT_KEY_VAULT_EMULATOR", "true".to_owned()),
+                ("OBOVAULT_KEY_AUTO_CREATE", "true".to_owned()),
+                (
+                    "OBOVAULT_EXTRA_CA_CERTS",
+                    self.ca_pem_path.display().to_string(),
+                ),
+                ("OBOVAULT_DOWNSTREAM_BASE_URL", self.downstream.base_url()),
+                (
+                    "OBOVAULT_DOWNSTREAM_SCOPES",
+                    format!("{}/.default", o.downstream_resource),
+                ),
+                ("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "/me,/echo".to_owned()),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value)),
+        );
+        env
     }
 
     /// Every secret any emulator issued or holds: the client secret, every access, id and app

@@ -359,7 +359,7 @@ mod tests {
 
     use super::*;
     use crate::config::ClientCredential;
-    use crate::idp::credential::tests::{certificate_file, test_decoding_key};
+    use crate::idp::credential::tests::{authority, certificate_file, test_decoding_key};
 
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
     const CLIENT_ID: &str = "535fb089-9ff3-47b6-9bfb-4f1264799865";
@@ -543,9 +543,11 @@ mod tests {
     async fn certificate_credentials_send_an_assertion_for_the_token_endpoint() {
         let entra = endpoint(success(Some("RT"), Some(id_token(CLIENT_ID)))).await;
         let (file, _der) = certificate_file();
-        let credential =
-            AppCredential::from_settings(&ClientCredential::Certificate(file.path().into()), None)
-                .unwrap();
+        let credential = AppCredential::from_settings(
+            &ClientCredential::Certificate(file.path().into()),
+            &authority(),
+        )
+        .unwrap();
         client(&entra.base, credential, Duration::from_secs(5))
             .on_behalf_of(&tenant(), ASSERTION, &[GRAPH.to_owned()])
             .await

@@ -17,7 +17,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
+use url::Url;
 
+use super::cloud::Cloud;
 use super::IdpError;
 use crate::config::ClientCredential;
 
@@ -25,8 +27,6 @@ use crate::config::ClientCredential;
 const CERTIFICATE_VAR: &str = "OBOVAULT_CLIENT_CERTIFICATE_PATH";
 /// `client_assertion_type` for both signed and federated assertions.
 const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// The audience a managed-identity token needs to be accepted as a federated credential.
-const TOKEN_EXCHANGE_SCOPE: &str = "api://AzureADTokenExchange/.default";
 /// Lifetime of a certificate-signed assertion in seconds; Entra accepts up to 10 minutes.
 const ASSERTION_LIFETIME_SECONDS: i64 = 600;
 /// Bound on getting a managed-identity token: the SDK's own retries may otherwise run for a
@@ -46,8 +46,13 @@ pub enum AppCredential {
         /// Base64url SHA-256 thumbprint of the certificate (DER), the header `x5t#S256`.
         x5t_s256: String,
     },
-    /// A managed-identity token for `api://AzureADTokenExchange` as `client_assertion`.
-    ManagedIdentity(Arc<dyn TokenCredential>),
+    /// A managed-identity token for the cloud's token-exchange audience as `client_assertion`.
+    ManagedIdentity {
+        /// The user-assigned identity's credential (it caches its token).
+        credential: Arc<dyn TokenCredential>,
+        /// `{token-exchange audience}/.default`.
+        scope: String,
+    },
 }
 
 impl fmt::Debug for AppCredential {
@@ -55,7 +60,7 @@ impl fmt::Debug for AppCredential {
         f.write_str(match self {
             Self::Secret(_) => "AppCredential::Secret(..)",
             Self::Certificate { .. } => "AppCredential::Certificate(..)",
-            Self::ManagedIdentity(_) => "AppCredential::ManagedIdentity(..)",
+            Self::ManagedIdentity { .. } => "AppCredential::ManagedIdentity(..)",
         })
     }
 }
@@ -74,23 +79,29 @@ struct AssertionClaims<'a> {
 
 impl AppCredential {
     /// Builds the credential from settings (reads and parses the certificate PEM at start;
-    /// errors name OBOVAULT_CLIENT_CERTIFICATE_PATH).
-    pub fn from_settings(
-        credential: &ClientCredential,
-        managed_identity_client_id: Option<&str>,
-    ) -> anyhow::Result<Self> {
+    /// errors name OBOVAULT_CLIENT_CERTIFICATE_PATH). The managed identity's token audience
+    /// follows the cloud of `authority`.
+    ///
+    /// The managed identity is reached the way `azure_identity` finds it: on App Service and
+    /// Functions through `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (REST protocol 2019-08-01,
+    /// a plain `http://` endpoint on the instance; the SDK requires https only of authority
+    /// hosts, not of this endpoint), elsewhere through IMDS.
+    pub fn from_settings(credential: &ClientCredential, authority: &Url) -> anyhow::Result<Self> {
         match credential {
             ClientCredential::Secret(secret) => Ok(Self::Secret(secret.clone())),
             ClientCredential::Certificate(path) => Self::from_pem_file(path),
-            ClientCredential::ManagedIdentity => {
+            ClientCredential::ManagedIdentity { client_id } => {
                 let options = ManagedIdentityCredentialOptions {
-                    user_assigned_id: managed_identity_client_id
-                        .map(|id| UserAssignedId::ClientId(id.to_owned())),
+                    user_assigned_id: Some(UserAssignedId::ClientId(client_id.clone())),
                     ..Default::default()
                 };
                 let credential = ManagedIdentityCredential::new(Some(options))
                     .context("OBOVAULT_CLIENT_ASSERTION: cannot set up the managed identity")?;
-                Ok(Self::ManagedIdentity(credential))
+                let audience = Cloud::of_authority(authority).token_exchange_audience();
+                Ok(Self::ManagedIdentity {
+                    credential,
+                    scope: format!("{audience}/.default"),
+                })
             }
         }
     }
@@ -158,7 +169,9 @@ impl AppCredential {
                     }
                 })?
             }
-            Self::ManagedIdentity(credential) => federated_assertion(credential.as_ref()).await?,
+            Self::ManagedIdentity { credential, scope } => {
+                federated_assertion(credential.as_ref(), scope).await?
+            }
         };
         Ok(vec![
             ("client_assertion_type", JWT_BEARER_ASSERTION.to_owned()),
@@ -192,10 +205,14 @@ fn sign_assertion(
     jsonwebtoken::encode(&header, &claims, key)
 }
 
-/// A managed-identity token for `api://AzureADTokenExchange`. The credential caches it until
+/// A managed-identity token for the token-exchange audience. The credential caches it until
 /// shortly before it expires, so this is cheap on the hot path.
-async fn federated_assertion(credential: &dyn TokenCredential) -> Result<String, IdpError> {
-    let request = credential.get_token(&[TOKEN_EXCHANGE_SCOPE], None);
+async fn federated_assertion(
+    credential: &dyn TokenCredential,
+    scope: &str,
+) -> Result<String, IdpError> {
+    let scopes = [scope];
+    let request = credential.get_token(&scopes, None);
     match tokio::time::timeout(MANAGED_IDENTITY_TIMEOUT, request).await {
         Ok(Ok(token)) => Ok(token.token.secret().to_owned()),
         Ok(Err(error)) => {
@@ -222,6 +239,11 @@ pub(super) mod tests {
         let mut rng = rand::thread_rng();
         rsa::RsaPrivateKey::new(&mut rng, 2048).expect("RSA key generation")
     });
+
+    /// The global cloud's authority.
+    pub(in crate::idp) fn authority() -> Url {
+        Url::parse("https://login.microsoftonline.com").expect("URL")
+    }
 
     /// The test key in PKCS#8 PEM.
     pub(in crate::idp) fn test_key_pem() -> String {
@@ -256,9 +278,11 @@ pub(super) mod tests {
     #[tokio::test]
     async fn certificate_assertions_are_signed_rs256_with_both_thumbprints() {
         let (file, der) = certificate_file();
-        let credential =
-            AppCredential::from_settings(&ClientCredential::Certificate(file.path().into()), None)
-                .unwrap();
+        let credential = AppCredential::from_settings(
+            &ClientCredential::Certificate(file.path().into()),
+            &authority(),
+        )
+        .unwrap();
         assert_eq!(format!("{credential:?}"), "AppCredential::Certificate(..)");
         let endpoint = "https://login.example/tid/oauth2/v2.0/token";
         let fields = credential.form_fields("my-client", endpoint).await.unwrap();
@@ -298,7 +322,7 @@ pub(super) mod tests {
     fn certificate_errors_name_the_variable_and_not_the_key() {
         let missing = AppCredential::from_settings(
             &ClientCredential::Certificate("/nonexistent/cert.pem".into()),
-            None,
+            &authority(),
         );
         assert!(missing
             .unwrap_err()
@@ -308,7 +332,7 @@ pub(super) mod tests {
         std::fs::write(key_only.path(), test_key_pem()).unwrap();
         let error = AppCredential::from_settings(
             &ClientCredential::Certificate(key_only.path().into()),
-            None,
+            &authority(),
         )
         .unwrap_err()
         .to_string();
@@ -321,7 +345,7 @@ pub(super) mod tests {
         std::fs::write(garbage.path(), "not a pem").unwrap();
         let error = AppCredential::from_settings(
             &ClientCredential::Certificate(garbage.path().into()),
-            None,
+            &authority(),
         );
         assert!(error.unwrap_err().to_string().starts_with(CERTIFICATE_VAR));
     }
@@ -330,7 +354,7 @@ pub(super) mod tests {
     async fn secrets_go_in_the_form_but_never_in_debug() {
         let credential = AppCredential::from_settings(
             &ClientCredential::Secret(SecretString::from("s3cret")),
-            None,
+            &authority(),
         )
         .unwrap();
         assert_eq!(format!("{credential:?}"), "AppCredential::Secret(..)");

@@ -7,6 +7,7 @@
 //!   `{authority}/{tid}/oauth2/v2.0/token` and classifies Entra's errors into [`IdpError`].
 
 mod client;
+pub mod cloud;
 mod credential;
 mod errors;
 mod validator;

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::client::read_limited;
+use super::cloud::Cloud;
 use crate::config::AllowedTenants;
 use crate::domain::{TenantId, UserId};
 
@@ -254,7 +255,10 @@ impl TokenValidator {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
         validation.set_audience(&self.audiences);
-        validation.set_issuer(&[issuer, &format!("https://sts.windows.net/{tenant}/")]);
+        validation.set_issuer(&[
+            issuer,
+            &Cloud::of_authority_str(&self.authority).v1_issuer(tenant.as_str()),
+        ]);
         validation
     }
 

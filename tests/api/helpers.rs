@@ -142,13 +142,18 @@ pub(crate) async fn spawn_app_with(
     backend: Backend,
     overrides: &[(&str, &str)],
 ) -> Option<TestApp> {
+    spawn_app_on(backend, StackOptions::default(), overrides).await
+}
+
+/// Like [`spawn_app_with`], with emulators started with `options` (e.g. another credential).
+pub(crate) async fn spawn_app_on(
+    backend: Backend,
+    options: StackOptions,
+    overrides: &[(&str, &str)],
+) -> Option<TestApp> {
     init_logs();
     let database = TestDatabase::create(backend).await?;
-    let stack = Arc::new(
-        Stack::start(StackOptions::default())
-            .await
-            .expect("emulators start"),
-    );
+    let stack = Arc::new(Stack::start(options).await.expect("emulators start"));
     let app = build_app(&stack, &database.url, overrides).await;
     let store = app.store.clone();
     let application = obo_vault::startup::Application::bind(0, app.clone())

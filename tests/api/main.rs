@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod credentials;
 mod do_work;
 mod faults;
 mod hostile;

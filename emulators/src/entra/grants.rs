@@ -1,10 +1,8 @@
 //! The token endpoint, `POST /{tenant}/oauth2/v2.0/token`: client authentication and the
 //! on-behalf-of, refresh-token and client-credentials grants.
 //!
-//! Client authentication accepts `client_secret` (form or HTTP Basic) or a client assertion
-//! (`client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`). The
-//! assertion's **signature is not checked** (the emulator knows no certificate or federated
-//! issuer); it must be a JWT with `iss` == `sub` == `client_id` and, if it has `exp`, unexpired.
+//! Client authentication (secret, certificate or federated assertion) is in
+//! [`super::client_auth`].
 //!
 //! Each grant runs synchronously under short locks; signing happens outside them.
 
@@ -18,22 +16,19 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use base64::{
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-    Engine as _,
-};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use serde_json::{json, Value};
 
 use super::{
+    client_auth::authenticate_client,
     errors::{echo, EntraError},
     now,
     tokens::{v1_issuer, TOKEN_LIFETIME_SECS},
     EntraState, TokenVersion,
 };
-use crate::{faults::Outcome, signing::insecure_claims};
+use crate::faults::Outcome;
 
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-const JWT_BEARER_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Scopes that are about the sign-in, not a resource.
 const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "offline_access", "email"];
 /// The delegated permission `.default` stands for on every resource.
@@ -115,7 +110,7 @@ fn answer_token_request(
 }
 
 /// The form body; the first occurrence of a parameter wins, empty values count as absent.
-struct Form(HashMap<String, String>);
+pub(super) struct Form(HashMap<String, String>);
 
 impl Form {
     fn parse(body: &[u8]) -> Self {
@@ -128,14 +123,14 @@ impl Form {
         Self(fields)
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     }
 
-    fn require(&self, name: &str) -> Result<&str, EntraError> {
+    pub(super) fn require(&self, name: &str) -> Result<&str, EntraError> {
         self.get(name)
             .ok_or_else(|| EntraError::missing_parameter(name))
     }
@@ -190,122 +185,6 @@ pub(super) fn tenant_id(tenant: &str) -> Result<String, EntraError> {
             ),
         )),
     }
-}
-
-fn authenticate_client(
-    state: &EntraState,
-    tid: &str,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Result<(), EntraError> {
-    let basic = basic_credentials(headers);
-    let client_id = form
-        .get("client_id")
-        .or(basic.as_ref().map(|(id, _)| id.as_str()))
-        .ok_or_else(|| EntraError::missing_parameter("client_id"))?;
-    if client_id != state.client_id {
-        return Err(EntraError::bad_request(
-            "unauthorized_client",
-            700016,
-            format!(
-                "Application with identifier '{}' was not found in the directory '{tid}'. This \
-                 can happen if the application has not been installed by the administrator of \
-                 the tenant or consented to by any user in the tenant.",
-                echo(client_id)
-            ),
-        ));
-    }
-    let secret = form
-        .get("client_secret")
-        .or(basic.as_ref().map(|(_, secret)| secret.as_str()));
-    match (secret, form.get("client_assertion")) {
-        (Some(_), Some(_)) => Err(EntraError::bad_request(
-            "invalid_request",
-            7000216,
-            "Only one of 'client_assertion' or 'client_secret' may be presented.",
-        )),
-        (Some(secret), None) => {
-            if constant_time_eq(secret.as_bytes(), state.client_secret.as_bytes()) {
-                Ok(())
-            } else {
-                Err(EntraError::invalid_client_secret(client_id))
-            }
-        }
-        (None, Some(assertion)) => check_client_assertion(state, form, assertion),
-        (None, None) => Err(EntraError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or \
-             'client_secret'.",
-        )),
-    }
-}
-
-/// `Authorization: Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((form_decode(id), form_decode(secret)))
-}
-
-/// Undoes `application/x-www-form-urlencoded` escaping of one value.
-fn form_decode(value: &str) -> String {
-    form_urlencoded::parse(value.as_bytes())
-        .next()
-        .map(|(name, _)| name.into_owned())
-        .unwrap_or_default()
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn check_client_assertion(
-    state: &EntraState,
-    form: &Form,
-    assertion: &str,
-) -> Result<(), EntraError> {
-    let assertion_type = form.require("client_assertion_type")?;
-    if assertion_type != JWT_BEARER_ASSERTION_TYPE {
-        return Err(EntraError::bad_request(
-            "invalid_request",
-            90023,
-            format!(
-                "The client_assertion_type '{}' is not supported; use '{JWT_BEARER_ASSERTION_TYPE}'.",
-                echo(assertion_type)
-            ),
-        ));
-    }
-    let unauthorized = |code, message: &str| {
-        EntraError::new(StatusCode::UNAUTHORIZED, "invalid_client", code, message)
-    };
-    let claims = insecure_claims(assertion)
-        .ok_or_else(|| unauthorized(50027, "JWT token is invalid or malformed."))?;
-    let claim = |name: &str| claims.get(name).and_then(Value::as_str);
-    if claim("iss") != Some(state.client_id.as_str())
-        || claim("sub") != Some(state.client_id.as_str())
-    {
-        return Err(unauthorized(
-            700021,
-            "Client assertion application identifier doesn't match 'client_id' parameter.",
-        ));
-    }
-    if let Some(exp) = claims.get("exp") {
-        if exp.as_i64().is_none_or(|exp| exp <= now()) {
-            return Err(unauthorized(
-                700024,
-                "Client assertion is not within its valid time range.",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Requested scopes: those of exactly one resource plus optional OpenID Connect scopes.
@@ -722,21 +601,5 @@ mod tests {
         ] {
             assert_eq!(tenant_id(bad).expect_err(bad).code(), 90002);
         }
-    }
-
-    #[test]
-    fn basic_credentials_are_form_decoded() {
-        let mut headers = HeaderMap::new();
-        let encoded = STANDARD.encode("my%20app:s%3Acret+x");
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Basic {encoded}")).expect("header"),
-        );
-        assert_eq!(
-            basic_credentials(&headers),
-            Some(("my app".to_owned(), "s:cret x".to_owned()))
-        );
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
-        assert_eq!(basic_credentials(&headers), None);
     }
 }

@@ -5,6 +5,7 @@
 //! Tests steer it (revocation, interaction required, faults, key rotation) through the handle
 //! while the service talks to it over HTTPS.
 
+mod client_auth;
 mod errors;
 mod grants;
 mod routes;
@@ -24,6 +25,7 @@ use parking_lot::Mutex;
 use rand::RngCore as _;
 use serde_json::{json, Value};
 
+pub use client_auth::FederatedCredential;
 pub(crate) use routes::router;
 pub(crate) use tokens::display_name;
 pub use tokens::{AppTokenSpec, TokenVersion, UserTokenSpec, TEST_CLIENT_APP_ID};
@@ -155,6 +157,8 @@ struct EntraState {
     faults: Faults,
     counters: Counters,
     grants: Mutex<Grants>,
+    /// Certificates and federated credentials registered on the app.
+    credentials: Mutex<client_auth::AppCredentials>,
     /// Every token and refresh token ever handed out, for leak scans.
     issued: Mutex<Vec<String>>,
 }
@@ -227,6 +231,7 @@ impl EntraEmulator {
             faults: Faults::default(),
             counters: Counters::default(),
             grants: Mutex::new(Grants::default()),
+            credentials: Mutex::new(client_auth::AppCredentials::default()),
             issued: Mutex::new(Vec::new()),
         };
         Self {
@@ -282,6 +287,35 @@ impl EntraEmulator {
         let token = self.state.keys.sign(header, &claims, with);
         self.state.remember(token.clone());
         token
+    }
+
+    /// Registers a certificate (PEM, RSA) on the app: client assertions naming it by `x5t`
+    /// or `x5t#S256` and signed by its key authenticate the app.
+    pub fn register_certificate(&self, certificate_pem: &str) -> anyhow::Result<()> {
+        let certificate = client_auth::RegisteredCertificate::from_pem(certificate_pem)?;
+        self.state.credentials.lock().certificates.push(certificate);
+        Ok(())
+    }
+
+    /// Adds a federated identity credential to the app.
+    pub fn add_federated_credential(&self, credential: FederatedCredential) {
+        self.state.credentials.lock().federated.push(credential);
+    }
+
+    /// A managed identity's token for `resource`, signed like every Entra token (so Entra
+    /// trusts it as a federated assertion when a federated credential names the identity).
+    pub(crate) fn mint_managed_identity_token(
+        &self,
+        tid: &str,
+        client_id: &str,
+        object_id: &str,
+        resource: &str,
+    ) -> String {
+        let claims = self
+            .state
+            .issuer()
+            .managed_identity_claims(tid, client_id, object_id, resource);
+        self.state.issue_token(&claims, TokenVersion::V2)
     }
 
     /// The `kid` of the key that signs new tokens.

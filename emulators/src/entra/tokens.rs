@@ -229,6 +229,33 @@ impl Issuer<'_> {
         })
     }
 
+    /// A managed identity's app-only token for `resource`, as the managed-identity endpoint
+    /// hands it out: v2 issuer of the identity's tenant, `sub` = `oid` = the identity's object
+    /// (principal) id, `azp` = its client id, `aud` = the requested resource.
+    pub(crate) fn managed_identity_claims(
+        &self,
+        tid: &str,
+        client_id: &str,
+        object_id: &str,
+        resource: &str,
+    ) -> Value {
+        json!({
+            "aud": resource,
+            "iss": self.v2_issuer(tid),
+            "iat": self.now,
+            "nbf": self.now,
+            "exp": self.now + TOKEN_LIFETIME_SECS,
+            "azp": client_id,
+            "azpacr": "2",
+            "idtyp": "app",
+            "oid": object_id,
+            "sub": object_id,
+            "tid": tid,
+            "uti": unique_token_id(),
+            "ver": "2.0",
+        })
+    }
+
     /// An app-only token's claims for a client-credentials grant by the emulated app itself.
     pub(crate) fn client_credentials_claims(
         &self,

@@ -316,13 +316,11 @@ async fn client_authentication() {
     .await;
     assert_eq!((status, entra_error(&body).1), (400, 700016));
 
-    // A client assertion is accepted on iss == sub == client_id (signature not checked).
-    stack
-        .entra
-        .set_app_roles(&client_id, vec!["Self.Role".into()]);
+    // A self-signed assertion must name a certificate registered on the app and be signed by
+    // it (the full rules are in client_credentials.rs).
     let assertion = stack.entra.sign_raw(
         json!({}),
-        json!({"iss": client_id, "sub": client_id, "aud": url, "exp": 4_000_000_000_i64}),
+        json!({"iss": client_id, "sub": client_id, "aud": url, "jti": "x", "exp": 4_000_000_000_i64}),
         SignWith::Foreign,
     );
     let (status, body) = send(vec![
@@ -336,12 +334,10 @@ async fn client_authentication() {
         ("scope", scope.clone()),
     ])
     .await;
-    assert_eq!(status, 200, "{body}");
-    let app = claims(body["access_token"].as_str().expect("token"));
-    assert_eq!(app["aud"], client_id);
-    assert_eq!(app["roles"], json!(["Self.Role"]));
-    assert_eq!(app["idtyp"], "app");
-    assert!(app.get("scp").is_none());
+    assert_eq!(
+        (status, entra_error(&body)),
+        (401, ("invalid_client".to_owned(), 700027))
+    );
 
     let wrong_issuer = stack.entra.sign_raw(
         json!({}),
@@ -359,12 +355,16 @@ async fn client_authentication() {
         ("scope", scope.clone()),
     ])
     .await;
+    // Another issuer's token is a federated assertion; the app trusts no issuer "x".
     assert_eq!(
-        (status, entra_error(&body).0.as_str()),
-        (401, "invalid_client")
+        (status, entra_error(&body)),
+        (401, ("invalid_client".to_owned(), 700211))
     );
 
-    // HTTP Basic client authentication.
+    // HTTP Basic client authentication, with the app's roles in its own token.
+    stack
+        .entra
+        .set_app_roles(&client_id, vec!["Self.Role".into()]);
     let response = client
         .post(&url)
         .basic_auth(&client_id, Some(stack.entra.client_secret()))
@@ -376,6 +376,12 @@ async fn client_authentication() {
         .await
         .expect("answer");
     assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    let app = claims(body["access_token"].as_str().expect("token"));
+    assert_eq!(app["aud"], client_id);
+    assert_eq!(app["roles"], json!(["Self.Role"]));
+    assert_eq!(app["idtyp"], "app");
+    assert!(app.get("scp").is_none());
 
     let (status, body) = send(vec![
         ("grant_type", "password".into()),
@@ -391,7 +397,7 @@ async fn client_authentication() {
     let stats = stack.entra.stats();
     assert_eq!(
         (stats.client_credentials_grants, stats.failed_grants),
-        (2, 4)
+        (1, 5)
     );
 }
 
