@@ -326,11 +326,13 @@ impl Stack {
         env
     }
 
-    /// Every secret any emulator issued or holds: the client secret, every access, id and app
-    /// token and refresh token, and every Key Vault secret value. For leak scans.
+    /// Every secret any emulator issued or holds: the client secret, every access, id, app and
+    /// managed-identity token and refresh token, every Key Vault secret value and the
+    /// managed-identity endpoint's `IDENTITY_HEADER`. For leak scans.
     pub fn issued_secrets(&self) -> Vec<String> {
         let mut secrets = self.entra.issued_secrets();
         secrets.extend(self.key_vault.secret_values());
+        secrets.push(self.managed_identity.identity_header());
         secrets
     }
 }

@@ -350,6 +350,38 @@ pub(super) mod tests {
         assert!(error.unwrap_err().to_string().starts_with(CERTIFICATE_VAR));
     }
 
+    #[test]
+    fn managed_identity_assertions_ask_for_the_clouds_exchange_audience() {
+        let identity = ClientCredential::ManagedIdentity {
+            client_id: "6b0e5e8c-2f3d-4a71-9c58-3e1d7a4b9f20".to_owned(),
+        };
+        for (authority, expected) in [
+            (
+                "https://login.microsoftonline.com",
+                "api://AzureADTokenExchange/.default",
+            ),
+            (
+                "https://login.microsoftonline.us",
+                "api://AzureADTokenExchangeUSGov/.default",
+            ),
+            (
+                "https://login.chinacloudapi.cn",
+                "api://AzureADTokenExchangeChina/.default",
+            ),
+        ] {
+            let credential =
+                AppCredential::from_settings(&identity, &Url::parse(authority).unwrap()).unwrap();
+            assert_eq!(
+                format!("{credential:?}"),
+                "AppCredential::ManagedIdentity(..)"
+            );
+            let AppCredential::ManagedIdentity { scope, .. } = credential else {
+                panic!("{authority}: not a managed identity");
+            };
+            assert_eq!(scope, expected, "{authority}");
+        }
+    }
+
     #[tokio::test]
     async fn secrets_go_in_the_form_but_never_in_debug() {
         let credential = AppCredential::from_settings(

@@ -163,13 +163,18 @@ impl Drop for ChildService {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn managed_identity_with_a_federated_credential() {
-    let Some(mut app) = spawn_app_on(
-        Backend::Sqlite,
-        options(ServiceCredential::ManagedIdentity),
-        &[],
-    )
-    .await
+async fn managed_identity_with_a_federated_credential_sqlite() {
+    managed_identity_with_a_federated_credential(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_identity_with_a_federated_credential_postgres() {
+    managed_identity_with_a_federated_credential(Backend::Postgres).await;
+}
+
+async fn managed_identity_with_a_federated_credential(backend: Backend) {
+    let Some(mut app) =
+        spawn_app_on(backend, options(ServiceCredential::ManagedIdentity), &[]).await
     else {
         return;
     };
