@@ -26,7 +26,8 @@ pub struct Cli {
 enum Command {
     /// Run the Functions custom handler (the default).
     Serve,
-    /// Rows by status and key version, oldest refresh, and which key versions are still used.
+    /// Rows by status and key version, oldest refresh, which key versions are still used, and
+    /// which of those Key Vault refuses (disabled, deleted).
     Status(Output),
     /// Run the timer's work now.
     Refresh {
@@ -126,19 +127,27 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn status(app: Arc<App>, output: Output) -> anyhow::Result<()> {
     let report = app.store.status_report(chrono::Utc::now()).await?;
-    // For each key, the latest version tells which older versions rows still need.
+    // For each key, the latest version tells which older versions rows still need; each
+    // version in use is read once, so one Key Vault refuses (disabled, deleted, forbidden)
+    // shows with its rows, which cannot be opened until an operator restores it.
     let mut keys = Vec::new();
     let mut names: Vec<&String> = report.by_key_version.iter().map(|k| &k.key_name).collect();
     names.dedup();
     for name in names {
         let latest = app.keys.fresh_latest(name).await.map(|k| k.version).ok();
         for version in report.by_key_version.iter().filter(|k| &k.key_name == name) {
+            let refused = match app.keys.version(name, &version.key_version).await {
+                Err(error) if error.is_refusal() => Some(error.to_string()),
+                _ => None,
+            };
             keys.push(json!({
                 "keyName": name,
                 "keyVersion": version.key_version,
                 "rows": version.rows,
                 "latest": latest.as_deref() == Some(version.key_version.as_str()),
                 "stillNeeded": version.rows > 0,
+                "available": refused.is_none(),
+                "unavailableReason": refused,
             }));
         }
     }
@@ -152,7 +161,9 @@ async fn status(app: Arc<App>, output: Output) -> anyhow::Result<()> {
     }
     println!("rows by key version:");
     for key in &keys {
-        let latest = if key["latest"] == true {
+        let latest = if key["available"] == false {
+            " (UNAVAILABLE in Key Vault: its rows cannot be opened until an operator re-enables or restores this version)"
+        } else if key["latest"] == true {
             " (latest)"
         } else {
             " (old: re-seal pending)"

@@ -69,6 +69,16 @@ pub enum ApiError {
     /// 403 `tenant_not_allowed`, with the detail saying which rule refused.
     #[error("{0}")]
     TenantNotAllowed(&'static str),
+    /// 503 `unavailable` with `Retry-After`: Key Vault refuses a key (a disabled, deleted or
+    /// forbidden version). Not 502: Key Vault answered correctly, and the condition is the
+    /// deployment's and temporary (nothing is lost: the token stays stored and works again
+    /// once an operator restores the version). Not 409: the grant is fine, the user has
+    /// nothing to do.
+    #[error("{detail}")]
+    KeyRefused {
+        /// What is refused and what fixes it.
+        detail: &'static str,
+    },
     /// 503 `unavailable` with `Retry-After`.
     #[error("{what} is unavailable")]
     Unavailable {
@@ -88,6 +98,11 @@ pub enum ApiError {
     UpstreamTimeout(String),
 }
 
+/// `Retry-After` for a refused key: a restored version is seen at once by the timer and
+/// within minutes by every instance (the key cache's 5 minutes), so asking every minute is
+/// enough and costs no Key Vault call (the refusal is cached).
+const KEY_REFUSED_RETRY_AFTER_SECS: u64 = 60;
+
 impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
@@ -106,7 +121,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::KeyRefused { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -127,7 +142,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::ReauthRequired { .. } => "reauth_required",
             Self::TenantNotAllowed(_) => "tenant_not_allowed",
-            Self::Unavailable { .. } => "unavailable",
+            Self::Unavailable { .. } | Self::KeyRefused { .. } => "unavailable",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
@@ -209,8 +224,12 @@ impl IntoResponse for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, value);
             }
         }
-        if let Self::Unavailable { retry_after, .. } = &self {
-            let seconds = retry_after.as_secs().max(1);
+        let retry_after = match &self {
+            Self::Unavailable { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            Self::KeyRefused { .. } => Some(KEY_REFUSED_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
@@ -293,6 +312,15 @@ impl From<FlowError> for ApiError {
                 unavailable("Key Vault", retry_after, 5)
             }
             FlowError::Keys(KeyError::Unavailable) => unavailable("Key Vault", None, 5),
+            FlowError::KeyVersionUnavailable { .. } => Self::KeyRefused {
+                detail: "The key version this user's token is sealed under is disabled or missing in Key Vault. The token is kept; it works again once an operator restores that version.",
+            },
+            FlowError::Keys(KeyError::Disabled(_)) => {
+                tracing::error!(alert = true, error = %error, "every version of the tenant's key is disabled in Key Vault: an operator must act");
+                Self::KeyRefused {
+                    detail: "The tenant's encryption key is disabled in Key Vault; an operator must enable a version.",
+                }
+            }
             FlowError::Keys(error @ (KeyError::NotFound(_) | KeyError::Misconfigured(_))) => {
                 tracing::error!(alert = true, error = %error, "Key Vault key problem: an operator must act");
                 Self::Upstream("the encryption key is not available".into())

@@ -5,6 +5,11 @@
 //! check is off, because the emulator's host is not a `*.vault.azure.net` name. The SDK's own
 //! retries are off: a throttled or failing vault must surface promptly as a 503 with
 //! `Retry-After` instead of holding a request for up to a minute.
+//!
+//! Key Vault's "latest" is the newest version even when an operator disabled it (to roll a
+//! bad rotation back): `GET /secrets/{name}` then answers `403` with inner error
+//! `SecretDisabled`. [`KeyVaultKeys::latest`] then lists the versions and takes the newest
+//! enabled one by `attributes.created`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +17,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use azure_core::error::ErrorKind;
+use azure_core::error::{ErrorKind, ErrorResponse};
 use azure_core::http::headers::HeaderName;
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 use azure_security_keyvault_secrets::models::{SecretClientGetSecretOptions, SetSecretParameters};
 use azure_security_keyvault_secrets::{ResourceExt as _, SecretClient, SecretClientOptions};
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
 use zeroize::Zeroizing;
 
 use super::{KeyError, KeySource, VersionedKey};
@@ -69,11 +76,15 @@ impl KeyVaultKeys {
             secret_version: version.map(str::to_owned),
             ..Default::default()
         };
+        let label = match version {
+            Some(version) => format!("{name}/{version}"),
+            None => name.to_owned(),
+        };
         let secret = self
             .client
             .get_secret(name, Some(options))
             .await
-            .map_err(|error| classify(name, &error))?
+            .map_err(|error| classify(&label, &error))?
             .into_model()
             .map_err(|_| KeyError::Misconfigured(format!("{name}: unreadable secret")))?;
         let version = secret
@@ -92,9 +103,56 @@ impl KeyVaultKeys {
         Ok(VersionedKey {
             name: name.to_owned(),
             version,
+            created: secret
+                .attributes
+                .and_then(|attributes| attributes.created)
+                .and_then(to_chrono),
             key: Arc::new(key),
         })
     }
+
+    /// The newest enabled version of `name`, from the list of its versions (the list carries
+    /// attributes, never values; it comes in no particular order, so `created` decides).
+    async fn newest_enabled(&self, name: &str) -> Result<VersionedKey, KeyError> {
+        let mut pager = self
+            .client
+            .list_secret_properties_versions(name, None)
+            .map_err(|error| classify(name, &error))?;
+        let mut newest: Option<(DateTime<Utc>, String)> = None;
+        while let Some(properties) = pager
+            .try_next()
+            .await
+            .map_err(|error| classify(name, &error))?
+        {
+            let attributes = properties.attributes.as_ref();
+            if attributes.and_then(|a| a.enabled) != Some(true) {
+                continue;
+            }
+            let (Some(created), Some(version)) = (
+                attributes.and_then(|a| a.created).and_then(to_chrono),
+                properties.resource_id().ok().and_then(|id| id.version),
+            ) else {
+                continue;
+            };
+            // Ties (two versions created within one second) go to the larger id, so that every
+            // instance picks the same one.
+            if newest
+                .as_ref()
+                .is_none_or(|best| (created, &version) > (best.0, &best.1))
+            {
+                newest = Some((created, version));
+            }
+        }
+        let Some((_, version)) = newest else {
+            return Err(KeyError::Disabled(name.to_owned()));
+        };
+        tracing::warn!(key.name = %name, key.version = %version, "the newest key version is disabled; sealing under the newest enabled one");
+        self.fetch(name, Some(&version)).await
+    }
+}
+
+fn to_chrono(at: time::OffsetDateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(at.unix_timestamp(), at.nanosecond())
 }
 
 #[async_trait]
@@ -102,6 +160,7 @@ impl KeySource for KeyVaultKeys {
     #[tracing::instrument(skip_all, fields(key.name = %name))]
     async fn latest(&self, name: &str) -> Result<VersionedKey, KeyError> {
         match self.fetch(name, None).await {
+            Err(KeyError::Disabled(_)) => self.newest_enabled(name).await,
             Err(KeyError::NotFound(_)) if self.auto_create => {
                 tracing::warn!(key.name = %name, "key missing in Key Vault; creating it (OBOVAULT_KEY_AUTO_CREATE)");
                 self.rotate(name).await
@@ -147,6 +206,10 @@ impl KeySource for KeyVaultKeys {
         Ok(VersionedKey {
             name: name.to_owned(),
             version,
+            created: created
+                .attributes
+                .and_then(|attributes| attributes.created)
+                .and_then(to_chrono),
             key: Arc::new(key),
         })
     }
@@ -170,9 +233,19 @@ fn classify(name: &str, error: &azure_core::Error) -> KeyError {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs)
     });
-    tracing::warn!(key.name = %name, http.status = status, error.code = ?error_code, "Key Vault refused the request");
+    // Key Vault's body is `{"error": {"code", "message", "innererror": {"code"}}}`; a disabled
+    // version is `403 Forbidden` with inner code `SecretDisabled` (REST specification,
+    // `common.json` `KeyVaultError`; the answer seen in Azure/azure-sdk-for-js#24756).
+    let inner_code = raw_response
+        .as_ref()
+        .and_then(|raw| serde_json::from_slice::<ErrorResponse>(raw.body().as_ref()).ok())
+        .and_then(|body| body.error?.inner_error?.code);
+    tracing::warn!(key.name = %name, http.status = status, error.code = ?error_code, error.inner_code = ?inner_code, "Key Vault refused the request");
     match status {
         404 => KeyError::NotFound(name.to_owned()),
+        403 if inner_code.as_deref() == Some("SecretDisabled") => {
+            KeyError::Disabled(name.to_owned())
+        }
         429 => KeyError::Throttled(retry_after),
         408 | 500..=599 => KeyError::Unavailable,
         _ => KeyError::Misconfigured(format!(

@@ -1,6 +1,8 @@
-//! The steps every flow shares: opening a stored token, sealing a new one, redeeming a grant
-//! at Entra, and saving the result by compare-and-set with bounded retries.
+//! The steps every flow shares: opening a stored token, choosing the key version to seal
+//! under, sealing, redeeming a grant at Entra, and saving the result by compare-and-set with
+//! bounded retries.
 
+use std::cmp::Ordering;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
@@ -14,19 +16,87 @@ use crate::idp::TokenSet;
 use crate::keys::VersionedKey;
 use crate::store::{GrantSave, SealedGrant, StoreError, TokenRecord};
 
-/// Opens the refresh token stored on `row`.
-pub(crate) async fn open_stored(app: &App, row: &TokenRecord) -> Result<RefreshToken, FlowError> {
-    let key = app.keys.version(&row.key_name, &row.key_version).await?;
+/// Opens the refresh token stored on `row`; also returns the key version that opened it. A
+/// version Key Vault refuses is [`FlowError::KeyVersionUnavailable`]: the operator's doing,
+/// not the row's.
+pub(crate) async fn open_stored(
+    app: &App,
+    row: &TokenRecord,
+) -> Result<(RefreshToken, VersionedKey), FlowError> {
+    let key = app
+        .keys
+        .version(&row.key_name, &row.key_version)
+        .await
+        .map_err(|cause| match cause {
+            cause if cause.is_refusal() => FlowError::KeyVersionUnavailable {
+                key_name: row.key_name.clone(),
+                key_version: row.key_version.clone(),
+                cause,
+            },
+            cause => FlowError::Keys(cause),
+        })?;
     let label = KeyLabel {
         name: &row.key_name,
         version: &row.key_version,
     };
-    Ok(crypto::open(
-        &row.sealed_refresh_token,
-        &row.key,
-        label,
-        &key.key,
-    )?)
+    let token = crypto::open(&row.sealed_refresh_token, &row.key, label, &key.key)?;
+    Ok((token, key))
+}
+
+/// The newer of the run's fresh `latest` and the version a row is sealed under now
+/// (`current`); on a tie or when they cannot be compared, `latest`, which Key Vault gave
+/// within this run. A row is never moved to an older version.
+pub(crate) fn newest<'k>(latest: &'k VersionedKey, current: &'k VersionedKey) -> &'k VersionedKey {
+    match latest.compare_age(current) {
+        Some(Ordering::Less) => current,
+        _ => latest,
+    }
+}
+
+/// The key to seal a row's new token under when "latest" may be minutes old (do-work): the
+/// tenant's latest key, unless the version the row is sealed under now (`current`) is newer.
+///
+/// Every instance caches "latest" for five minutes, so after a rotation and a re-seal run by
+/// another instance this one may still believe the old version is the latest; sealing under it
+/// would move the row back onto a version the operator is told is unused. Key Vault's creation
+/// times decide, at no extra call; only two versions created within the same second (or
+/// without times) cost one fresh "latest". If "latest" cannot be had, `current` seals: the new
+/// refresh token must be saved, and the timer moves the row later.
+pub(crate) async fn sealing_key(
+    app: &App,
+    owner: &UserKey,
+    current: &VersionedKey,
+) -> Result<VersionedKey, FlowError> {
+    let latest = match latest_key(app, owner).await {
+        Ok(latest) => latest,
+        Err(error) => {
+            tracing::warn!(error = %error, "latest key unavailable; sealing under the row's key version");
+            return Ok(current.clone());
+        }
+    };
+    if latest.name != current.name {
+        // The configured key name changed: the row moves to the new key.
+        return Ok(latest);
+    }
+    match latest.compare_age(current) {
+        Some(Ordering::Greater | Ordering::Equal) => Ok(latest),
+        Some(Ordering::Less) => {
+            tracing::info!(
+                key.version = %current.version,
+                cached_latest = %latest.version,
+                "the cached latest key version is older than the row's; keeping the row's"
+            );
+            app.keys.forget_latest(&latest.name).await;
+            Ok(current.clone())
+        }
+        None => match app.keys.fresh_latest(&latest.name).await {
+            Ok(fresh) => Ok(newest(&fresh, current).clone()),
+            Err(error) => {
+                tracing::warn!(error = %error, "latest key unavailable; sealing under the row's key version");
+                Ok(current.clone())
+            }
+        },
+    }
 }
 
 /// Seals `token` for `owner` under `key`.
@@ -44,6 +114,22 @@ pub(crate) fn seal_with(
         key_name: key.name.clone(),
         key_version: key.version.clone(),
     })
+}
+
+/// The key setup seals a new grant under: the latest, or the version the user's existing row
+/// is sealed under when that one is newer (a reconnect on an instance with a stale "latest"
+/// must not move the row backwards either). A version Key Vault no longer gives is ignored.
+pub(crate) async fn key_for_new_grant(
+    app: &App,
+    owner: &UserKey,
+) -> Result<VersionedKey, FlowError> {
+    let Some(row) = app.store.find(owner).await? else {
+        return latest_key(app, owner).await;
+    };
+    match app.keys.version(&row.key_name, &row.key_version).await {
+        Ok(current) => sealing_key(app, owner, &current).await,
+        Err(_) => latest_key(app, owner).await,
+    }
 }
 
 /// The latest key of the user's tenant.

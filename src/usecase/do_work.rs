@@ -132,8 +132,8 @@ async fn refresh(
 ) -> Result<Arc<CachedAccessToken>, FlowError> {
     let row = acquire_lease(&app, &owner).await?;
     let lease_owner = app.instance_id.clone();
-    let stored = match custody::open_stored(&app, &row).await {
-        Ok(token) => token,
+    let (stored, current_key) = match custody::open_stored(&app, &row).await {
+        Ok(opened) => opened,
         Err(error) => {
             release(&app, &owner).await;
             return Err(error);
@@ -159,20 +159,10 @@ async fn refresh(
     };
     let save_app = app.clone();
     let handle = tokio::spawn(async move {
-        let key = match custody::latest_key(&save_app, &owner).await {
-            Ok(key) => Ok(key),
-            // Entra already rotated the token; dropping it would lose the grant wherever
-            // redeemed tokens stop working. The row's own key version (cached: the row was
-            // just opened with it) seals it instead; the timer re-seals it later.
-            Err(error) => {
-                tracing::warn!(error = %error, "latest key unavailable; sealing under the row's key version");
-                save_app
-                    .keys
-                    .version(&row.key_name, &row.key_version)
-                    .await
-                    .map_err(FlowError::from)
-            }
-        };
+        // Entra already rotated the token; dropping it would lose the grant wherever redeemed
+        // tokens stop working. So the latest key seals it, or the version that just opened the
+        // row when that one is newer than a stale cached "latest" or "latest" is unavailable.
+        let key = custody::sealing_key(&save_app, &owner, &current_key).await;
         let grant = key.and_then(|key| custody::seal_with(&key, &owner, &next));
         match grant {
             Ok(grant) => custody::save_refreshed(&save_app, &row, &grant, &lease_owner).await,
@@ -241,6 +231,15 @@ fn shared_copy(error: &FlowError) -> FlowError {
             claims: claims.clone(),
         },
         FlowError::Keys(error) => FlowError::Keys(error.clone()),
+        FlowError::KeyVersionUnavailable {
+            key_name,
+            key_version,
+            cause,
+        } => FlowError::KeyVersionUnavailable {
+            key_name: key_name.clone(),
+            key_version: key_version.clone(),
+            cause: cause.clone(),
+        },
         FlowError::NotConnected => FlowError::NotConnected,
         FlowError::ReauthRequired { reason } => FlowError::ReauthRequired {
             reason: reason.clone(),

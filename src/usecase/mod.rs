@@ -5,6 +5,7 @@ pub mod access_tokens;
 mod custody;
 pub mod do_work;
 pub mod refresh_all;
+mod refused_rows;
 pub mod setup;
 
 use crate::crypto::CryptoError;
@@ -38,6 +39,18 @@ pub enum FlowError {
     /// Key Vault failed.
     #[error("Key Vault: {0}")]
     Keys(#[from] KeyError),
+    /// Key Vault will not give the key version a stored token is sealed under (disabled,
+    /// deleted, forbidden). The grant itself is fine: the row stays active and works again
+    /// once an operator restores the version.
+    #[error("key version {key_name}/{key_version} is not available: {cause}")]
+    KeyVersionUnavailable {
+        /// The secret name.
+        key_name: String,
+        /// The version the row is sealed under.
+        key_version: String,
+        /// What Key Vault answered.
+        cause: KeyError,
+    },
     /// There is no row for the user.
     #[error("the user is not connected")]
     NotConnected,

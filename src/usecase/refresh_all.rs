@@ -19,6 +19,7 @@ use futures::StreamExt as _;
 use rand::Rng as _;
 use serde::Serialize;
 
+use super::refused_rows::RefusedRows;
 use super::{custody, FlowError};
 use crate::app::App;
 use crate::idp::IdpError;
@@ -140,6 +141,8 @@ struct Run<'a> {
     paused_until: Mutex<Option<Instant>>,
     /// Set when Entra's pause outlasts the budget: claiming more rows would only spin.
     stopped: AtomicBool,
+    /// Rows whose key version Key Vault refuses, held until the run ends.
+    refused: RefusedRows,
 }
 
 /// Runs the timer's work once. `progress` is called after every row (the CLI's progress bar).
@@ -164,6 +167,7 @@ pub async fn run(
         counters: Counters::default(),
         paused_until: Mutex::new(None),
         stopped: AtomicBool::new(false),
+        refused: RefusedRows::default(),
     };
     let mut first_error = None;
     for key_name in app.store.key_names().await? {
@@ -179,6 +183,7 @@ pub async fn run(
             }
         }
     }
+    run.refused.release_all(app, &run.owner).await;
     let summary = run.counters.snapshot(started);
     tracing::info!(
         examined = summary.examined,
@@ -357,7 +362,9 @@ impl Run<'_> {
         } else {
             custody::open_stored(self.app, &row)
                 .await
-                .and_then(|stored| custody::seal_with(latest, &row.key, &stored))
+                .and_then(|(stored, current)| {
+                    custody::seal_with(custody::newest(latest, &current), &row.key, &stored)
+                })
                 .map(|grant| (grant, None))
         };
         let error = match result {
@@ -388,6 +395,11 @@ impl Run<'_> {
                     }
                 }
             }
+            // No back-off: the operator's doing, not the row's (see `refused_rows`).
+            FlowError::KeyVersionUnavailable { .. } if self.refused.hold(&row.key) => {
+                Outcome::Failed
+            }
+            FlowError::KeyVersionUnavailable { .. } => Outcome::Skipped,
             error => {
                 if let FlowError::Idp(IdpError::Throttled { retry_after }) = &error {
                     self.pause(retry_after.unwrap_or(Duration::from_secs(5)));
@@ -404,9 +416,9 @@ impl Run<'_> {
         row: &TokenRecord,
         latest: &VersionedKey,
     ) -> Result<(SealedGrant, Option<DateTime<Utc>>), FlowError> {
-        let stored = custody::open_stored(self.app, row).await?;
+        let (stored, current) = custody::open_stored(self.app, row).await?;
         let (_set, next) = custody::redeem(self.app, &row.key, stored).await?;
-        let grant = custody::seal_with(latest, &row.key, &next)?;
+        let grant = custody::seal_with(custody::newest(latest, &current), &row.key, &next)?;
         Ok((grant, Some(Utc::now())))
     }
 

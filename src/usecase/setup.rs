@@ -46,7 +46,7 @@ pub async fn connect(
             "Entra returned no refresh token (is offline_access consented?)".into(),
         )));
     };
-    let key = custody::latest_key(app, &owner).await?;
+    let key = custody::key_for_new_grant(app, &owner).await?;
     let grant = custody::seal_with(&key, &owner, refresh_token)?;
     let granted_scopes = if set.scope.trim().is_empty() {
         app.downstream_settings.scopes.join(" ")

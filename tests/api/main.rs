@@ -8,6 +8,7 @@ mod do_work;
 mod faults;
 mod hostile;
 mod invocation;
+mod key_versions;
 mod leaks;
 mod setup;
 mod tenancy;

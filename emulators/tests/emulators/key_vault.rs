@@ -105,6 +105,7 @@ async fn challenge_then_bearer_reads_latest_and_versions() {
         KeyVaultStats {
             get_latest: 2,
             get_version: 1,
+            list_versions: 1,
             set: 1,
             challenges: 1
         }

@@ -6,4 +6,5 @@ mod downstream;
 mod entra;
 mod key_vault;
 mod key_vault_sdk;
+mod key_vault_versions;
 mod stack;
