@@ -123,12 +123,17 @@ pub(crate) async fn key_for_new_grant(
     app: &App,
     owner: &UserKey,
 ) -> Result<VersionedKey, FlowError> {
+    let latest = latest_key(app, owner).await?;
     let Some(row) = app.store.find(owner).await? else {
-        return latest_key(app, owner).await;
+        return Ok(latest);
     };
+    if row.key_name != latest.name || row.key_version == latest.version {
+        return Ok(latest);
+    }
     match app.keys.version(&row.key_name, &row.key_version).await {
         Ok(current) => sealing_key(app, owner, &current).await,
-        Err(_) => latest_key(app, owner).await,
+        Err(refused) if refused.is_refusal() => Ok(latest),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -195,4 +200,32 @@ fn save_backoff() -> ExponentialBuilder {
         .with_max_delay(Duration::from_secs(2))
         .with_max_times(4)
         .with_jitter()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::crypto::DataKey;
+
+    fn key(version: &str, created: i64) -> VersionedKey {
+        VersionedKey {
+            name: "k".into(),
+            version: version.into(),
+            created: chrono::DateTime::from_timestamp(created, 0),
+            key: Arc::new(DataKey::generate()),
+        }
+    }
+
+    #[test]
+    fn the_timer_never_seals_under_a_version_older_than_the_rows() {
+        let (old, new) = (key("a", 100), key("b", 200));
+        // The run's latest is older than the row's version (rotated during the run).
+        assert_eq!(newest(&old, &new).version, "b");
+        assert_eq!(newest(&new, &old).version, "b");
+        // Same second: the run's fresh latest.
+        let twin = key("c", 200);
+        assert_eq!(newest(&twin, &new).version, "c");
+    }
 }

@@ -219,7 +219,7 @@ async fn a_stale_cached_latest_never_moves_a_row_back(test: TestApp) {
     let kv = &test.stack.key_vault;
     // Instance A connects the users: its cached latest is v1, and no access token is cached
     // (setup drops it), so A's next do-work redeems and saves.
-    let users: Vec<String> = futures::future::join_all((0..3).map(|_| test.connected_user())).await;
+    let users: Vec<String> = futures::future::join_all((0..4).map(|_| test.connected_user())).await;
     let v1 = test.row(&users[0]).await.unwrap().key_version;
     // Key Vault's creation times have whole seconds: let the rotation be a later second, as
     // it is outside tests.
@@ -230,7 +230,7 @@ async fn a_stale_cached_latest_never_moves_a_row_back(test: TestApp) {
     let v2 = b.app.keys.rotate(&name).await.unwrap().version;
     kv.reset_stats();
     let line = b.timer_summary().await;
-    assert_eq!(summary_count(&line, "resealed"), 3, "{line}");
+    assert_eq!(summary_count(&line, "resealed"), 4, "{line}");
     let reseal_run = kv.stats();
     assert_eq!(
         (reseal_run.get_latest, reseal_run.get_version),
@@ -238,7 +238,17 @@ async fn a_stale_cached_latest_never_moves_a_row_back(test: TestApp) {
         "one latest (v2), one version (v1): {reseal_run:?}"
     );
 
-    // A still believes v1 is the latest; its do-work must keep every row on v2.
+    // A still believes v1 is the latest; a user connecting again there stays on v2...
+    let response = test.post_setup(&test.user_token(&users[3])).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["keyVersion"],
+        v2.as_str(),
+        "setup moved a row back to {v1}"
+    );
+
+    // ... and its do-work keeps every row on v2.
     kv.reset_stats();
     for oid in &users {
         let response = test.do_work(oid, Value::Null).await;
@@ -248,9 +258,9 @@ async fn a_stale_cached_latest_never_moves_a_row_back(test: TestApp) {
         assert!(row.revision > 1);
         test.stored_refresh_token(oid).await;
     }
-    assert_eq!(test.stack.entra.stats().refresh_grants, 3);
+    assert_eq!(test.stack.entra.stats().refresh_grants, 4);
     let do_work_gets = kv.stats();
-    // v2 once (to open), latest once (A's stale entry is dropped when found older).
+    // v2 was read by the setup; latest once (A's stale entry was dropped when found older).
     assert!(
         do_work_gets.get_latest + do_work_gets.get_version <= 2,
         "{do_work_gets:?}"
