@@ -288,7 +288,30 @@ async fn a_stale_cached_latest_never_moves_a_row_back(test: TestApp) {
     );
 }
 
+/// Every version disabled (the operator took the tenant's key out of use): setup answers 503,
+/// stores nothing, and `OBOVAULT_KEY_AUTO_CREATE` does not put a new key in its place.
+async fn with_every_version_disabled_setup_answers_503_and_creates_no_key(test: TestApp) {
+    let name = test.key_name();
+    let kv = &test.stack.key_vault;
+    let first = test.connected_user().await;
+    let v1 = test.row(&first).await.unwrap().key_version;
+    assert!(kv.disable_version(&name, &v1));
+    kv.reset_stats();
+
+    let fresh = Instance::start(&test).await;
+    let oid = new_user();
+    let response = fresh.setup(&test, &oid).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["error"], "unavailable");
+    assert!(test.row(&oid).await.is_none());
+    assert_eq!(kv.stats().set, 0, "no key was created");
+    assert_eq!(kv.latest_version(&name), Some(v1));
+}
+
 crate::on_both_backends!(
+    with_every_version_disabled_setup_answers_503_and_creates_no_key,
     a_disabled_version_is_never_sealed_under_and_its_rows_wait_for_the_operator,
     a_stale_cached_latest_never_moves_a_row_back,
 );
