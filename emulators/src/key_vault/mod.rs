@@ -14,11 +14,12 @@
 //! Tests disable and enable versions with [`KeyVaultEmulator::disable_version`] and
 //! [`KeyVaultEmulator::enable_version`] (or `PATCH` with `{"attributes": {"enabled": …}}`,
 //! as an operator's tool does). Routes live in one file per concern ([`reads`], [`writes`]);
-//! error bodies in [`errors`].
+//! error bodies in [`errors`]; the challenge and faults in [`authorize`].
 //!
 //! Faults, latency and the counters concern authorized requests only: the unauthenticated
 //! challenge round trip is always answered at once.
 
+mod authorize;
 mod errors;
 mod reads;
 mod writes;
@@ -32,21 +33,13 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    extract::{Request, State},
-    http::{header, HeaderValue, StatusCode},
-    middleware::{self, Next},
-    response::Response,
-    routing::get,
-    Router,
-};
+use axum::{middleware, routing::get, Router};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use parking_lot::Mutex;
 use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 
-use crate::faults::{Fault, Faults, Outcome};
-use errors::{add_service_headers, injected_error, kv_error};
+use crate::faults::{Fault, Faults};
 
 /// Counters of authorized requests since start or the last [`KeyVaultEmulator::reset_stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -320,73 +313,9 @@ pub(crate) fn router(emulator: &KeyVaultEmulator) -> Router {
         .fallback(errors::not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
-            authorize,
+            authorize::authorize,
         ))
         .with_state(state)
-}
-
-/// Challenge, api-version check, then faults: in front of every route.
-async fn authorize(
-    State(state): State<Arc<KeyVaultState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let has_bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .is_some_and(|(scheme, token)| {
-            scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
-        });
-    if !has_bearer {
-        state.counters.challenges.fetch_add(1, Ordering::Relaxed);
-        let mut response = kv_error(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "AKV10000: Request is missing a Bearer or PoP token.",
-            None,
-        );
-        let challenge = format!(
-            "Bearer authorization=\"https://login.microsoftonline.com/{}\", resource=\"https://vault.azure.net\"",
-            state.tenant_id
-        );
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-        return response;
-    }
-    let has_api_version = request.uri().query().is_some_and(|query| {
-        form_urlencoded::parse(query.as_bytes())
-            .any(|(name, value)| name == "api-version" && !value.is_empty())
-    });
-    if !has_api_version {
-        return kv_error(
-            StatusCode::BAD_REQUEST,
-            "BadParameter",
-            "The 'api-version' query parameter is missing.",
-            None,
-        );
-    }
-    state
-        .faults
-        .answer(|outcome| async move {
-            match outcome {
-                Outcome::Proceed | Outcome::InvalidClient => {
-                    let mut response = next.run(request).await;
-                    add_service_headers(&mut response);
-                    response
-                }
-                Outcome::Drop(response) => response,
-                Outcome::Respond {
-                    status,
-                    retry_after_secs,
-                } => injected_error(status, retry_after_secs),
-            }
-        })
-        .await
 }
 
 /// Key Vault object names: 1-127 characters of `0-9a-zA-Z-`.
