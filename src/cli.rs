@@ -126,7 +126,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn status(app: Arc<App>, output: Output) -> anyhow::Result<()> {
-    let report = app.store.status_report(chrono::Utc::now()).await?;
+    let report = app.store.status_report().await?;
     // For each key, the latest version tells which older versions rows still need; each
     // version in use is read once, so one Key Vault refuses (disabled, deleted, forbidden)
     // shows with its rows, which cannot be opened until an operator restores it.

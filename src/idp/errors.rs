@@ -80,6 +80,19 @@ impl IdpError {
         }
     }
 
+    /// `true` when Entra refused the service's own credential (`invalid_client`, e.g. an
+    /// expired secret AADSTS7000222 or a wrong one AADSTS7000215; `unauthorized_client`, e.g.
+    /// the app disabled or missing in the tenant), or the service could not even build its
+    /// client assertion. Every grant would fail the same way until an operator fixes the
+    /// deployment, so no user's row is to blame (SPEC §3: such a run stops and punishes no row).
+    pub fn refuses_the_service(&self) -> bool {
+        matches!(
+            self,
+            Self::Misconfigured { error, .. }
+                if matches!(error.as_str(), "invalid_client" | "unauthorized_client" | "client_assertion")
+        )
+    }
+
     /// Retry-After for Throttled/Unavailable.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -317,6 +330,35 @@ mod tests {
             serde_json::json!({"error": "invalid_grant", "suberror": "client_mismatch"}),
         );
         assert!(matches!(mismatch, IdpError::Misconfigured { .. }));
+    }
+
+    #[test]
+    fn only_a_refused_service_credential_refuses_the_service() {
+        for (name, code) in [
+            ("invalid_client", 7_000_222),
+            ("unauthorized_client", 700_016),
+        ] {
+            let error = classify(
+                Grant::RefreshToken,
+                StatusCode::UNAUTHORIZED,
+                None,
+                Some(&body(
+                    serde_json::json!({"error": name, "error_codes": [code]}),
+                )),
+            );
+            assert!(error.refuses_the_service(), "{name}");
+        }
+        for json in [
+            serde_json::json!({"error": "invalid_scope"}),
+            serde_json::json!({"error": "invalid_grant", "error_codes": [70008]}),
+            serde_json::json!({"error": "invalid_grant", "suberror": "client_mismatch"}),
+        ] {
+            assert!(
+                !bad_request(Grant::RefreshToken, json.clone()).refuses_the_service(),
+                "{json}"
+            );
+        }
+        assert!(!IdpError::Throttled { retry_after: None }.refuses_the_service());
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The `TokenStore` implementation both adapters share word for word.
 //!
 //! The SQL is common (`sql.rs`); what differs between Postgres and SQLite is how a timestamp is
-//! bound and read (`Stamp`, `stamp`, `unstamp`), the claim and history-trim statements
-//! (`CLAIM_DUE`, `TRIM_ACCESSES`), how a batch of grants is saved (`save_many`) and the `Steps`
+//! bound and read (`Stamp`, `stamp`, `unstamp`), how a span of time is bound (`span`,
+//! `span_back`), the statements that read the database's clock or differ otherwise
+//! (`CLAIM_DUE`, `ACQUIRE_LEASE`, `EXTEND_LEASE`, `RECORD_FAILURE`, `SUMMARY`, `TRIM_ACCESSES`), how a batch of grants is saved (`save_many`) and the `Steps`
 //! helpers. Each adapter module defines those items and invokes [`token_store_impl!`], whose
 //! body resolves them in that module.
 
 /// Implements `TokenStore` for an adapter type whose module provides `keyed`, `keyed_as`,
-/// `record`, `Raw`, `Stamp`, `stamp`, `unstamp`, `CLAIM_DUE`, `TRIM_ACCESSES`, `Steps` and an
+/// `record`, `Raw`, `Stamp`, `stamp`, `unstamp`, `span`, `span_back`, `CLAIM_DUE`, `ACQUIRE_LEASE`,
+/// `EXTEND_LEASE`, `RECORD_FAILURE`, `SUMMARY`, `TRIM_ACCESSES`, `Steps` and an
 /// inherent `save_many` (Postgres: one `UNNEST` statement; SQLite: one transaction).
 macro_rules! token_store_impl {
     ($store:ty) => {
@@ -44,9 +46,24 @@ macro_rules! token_store_impl {
                 &self,
                 key: &UserKey,
                 lease: &Lease,
-                now: DateTime<Utc>,
             ) -> Result<LeaseAttempt, StoreError> {
-                steps::acquire_lease(self, key, lease, now).await
+                steps::acquire_lease(self, key, lease).await
+            }
+
+            #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+            async fn extend_lease(
+                &self,
+                key: &UserKey,
+                expected_revision: i64,
+                lease: &Lease,
+            ) -> Result<bool, StoreError> {
+                let done = keyed(EXTEND_LEASE, key)
+                    .bind(&lease.owner)
+                    .bind(span(lease.duration))
+                    .bind(expected_revision)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
@@ -87,21 +104,19 @@ macro_rules! token_store_impl {
                 Ok(done.rows_affected() == 1)
             }
 
-            #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
-            async fn record_failure(
-                &self,
-                key: &UserKey,
-                owner: &str,
-                error_code: &str,
-                next_attempt_at: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
-                keyed(sql::RECORD_FAILURE, key)
-                    .bind(owner)
-                    .bind(error_code)
-                    .bind(stamp(next_attempt_at))
+            #[tracing::instrument(skip_all, fields(tenant.id = %failure.row.tenant_id, user.id = %failure.row.user_id))]
+            async fn record_failure(&self, failure: &Failure<'_>) -> Result<bool, StoreError> {
+                let done = sqlx::query(RECORD_FAILURE)
+                    .bind(failure.row.tenant_id)
+                    .bind(failure.row.user_id)
+                    .bind(failure.owner)
+                    .bind(failure.error_code)
+                    .bind(span(failure.retry_in))
+                    .bind(failure.expected_revision)
+                    .bind(i32::from(failure.counts))
                     .execute(&self.pool)
                     .await?;
-                Ok(())
+                Ok(done.rows_affected() == 1)
             }
 
             #[tracing::instrument(skip_all)]
@@ -112,27 +127,20 @@ macro_rules! token_store_impl {
             }
 
             #[tracing::instrument(skip_all, fields(key.name = %claim.key_name, limit = claim.limit))]
-            async fn claim_due(&self, claim: &DueClaim) -> Result<Vec<TokenRecord>, StoreError> {
+            async fn claim_due(&self, claim: &DueClaim) -> Result<Claimed, StoreError> {
                 if claim.limit <= 0 {
-                    return Ok(Vec::new());
+                    return Ok(Claimed::default());
                 }
                 let raws: Vec<Raw> = sqlx::query_as(CLAIM_DUE)
                     .bind(&claim.key_name)
-                    .bind(stamp(claim.refreshed_before))
+                    .bind(claim.refresh_after.map(span_back))
                     .bind(&claim.latest_version)
-                    .bind(stamp(claim.now))
                     .bind(&claim.lease.owner)
-                    .bind(stamp(claim.lease.until))
+                    .bind(span(claim.lease.duration))
                     .bind(claim.limit)
                     .fetch_all(&self.pool)
                     .await?;
-                let mut rows = raws
-                    .into_iter()
-                    .map(record)
-                    .collect::<Result<Vec<_>, _>>()?;
-                // RETURNING has no order; callers get the oldest first.
-                rows.sort_by_key(|row| row.refreshed_at);
-                Ok(rows)
+                Ok(claimed(raws, unstamp))
             }
 
             #[tracing::instrument(skip_all, fields(records = records.len()))]
@@ -179,7 +187,7 @@ macro_rules! token_store_impl {
             }
 
             #[tracing::instrument(skip_all)]
-            async fn status_report(&self, now: DateTime<Utc>) -> Result<StatusReport, StoreError> {
+            async fn status_report(&self) -> Result<StatusReport, StoreError> {
                 let by_status = sqlx::query_as(sql::COUNT_BY_STATUS)
                     .fetch_all(&self.pool)
                     .await?;
@@ -187,8 +195,7 @@ macro_rules! token_store_impl {
                     .fetch_all(&self.pool)
                     .await?;
                 let (oldest, leased, backing_off): (Option<Stamp>, i64, i64) =
-                    sqlx::query_as(sql::SUMMARY)
-                        .bind(stamp(now))
+                    sqlx::query_as(SUMMARY)
                         .fetch_one(&self.pool)
                         .await?;
                 Ok(StatusReport {

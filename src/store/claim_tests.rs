@@ -1,9 +1,11 @@
 //! The timer's side of the contract, on both backends: back-off, claiming due rows, concurrent
-//! claimers, operator counts.
+//! claimers, operator counts. Every time is the database's clock: rows are seeded relative to
+//! the real time, and time passes by short spans and sleeps.
 
 use std::collections::HashSet;
+use std::time::Duration as Span;
 
-use chrono::Duration;
+use chrono::{Duration, Utc};
 
 use super::harness::*;
 use super::*;
@@ -13,18 +15,29 @@ async fn a_failure_backs_the_row_off_without_touching_the_token() {
     on_both(|b: Backend| async move {
         let s = b.store.as_ref();
         seed(s, 1, "v1", t0()).await;
+        seed(s, 2, "v1", t0()).await;
         let first_revision = get(s, 1).await.revision;
-        let now = t0() + hours(48);
         assert_eq!(
-            s.claim_due(&claim("v1", now, "run1", 10))
+            s.claim_due(&claim("v1", "run1", 10))
                 .await
                 .unwrap()
+                .rows
                 .len(),
-            1
+            2
         );
-        s.record_failure(&user(1), "run1", "temporarily_unavailable", now + hours(1))
+        assert!(
+            fail(
+                s,
+                1,
+                first_revision,
+                "run1",
+                "temporarily_unavailable",
+                HOUR
+            )
             .await
-            .unwrap();
+        );
+        let revision = get(s, 2).await.revision;
+        assert!(fail(s, 2, revision, "run1", "timeout", Span::ZERO).await);
         let row = get(s, 1).await;
         assert_eq!(
             (row.failure_count, row.last_error.as_deref()),
@@ -39,29 +52,21 @@ async fn a_failure_backs_the_row_off_without_touching_the_token() {
             "the failing owner released its lease"
         );
 
-        assert!(
-            s.claim_due(&claim("v1", now, "run2", 10))
-                .await
-                .unwrap()
-                .is_empty(),
-            "{}: backing off",
+        tick().await;
+        let retry = s.claim_due(&claim("v1", "run2", 10)).await.unwrap();
+        assert_eq!(
+            user_numbers(&retry.rows),
+            ["2"],
+            "{}: 1 backs off, 2 is due again once next_attempt_at is reached",
             b.name
         );
         assert!(
-            s.claim_due(&claim("v2", now, "run2", 10))
+            s.claim_due(&claim("v2", "run3", 10))
                 .await
                 .unwrap()
+                .rows
                 .is_empty(),
-            "also for a re-seal"
-        );
-        let retry = s
-            .claim_due(&claim("v1", now + hours(1), "run3", 10))
-            .await
-            .unwrap();
-        assert_eq!(
-            retry.len(),
-            1,
-            "{}: due again once next_attempt_at is reached",
+            "{}: backing off also for a re-seal",
             b.name
         );
     })
@@ -72,7 +77,7 @@ async fn a_failure_backs_the_row_off_without_touching_the_token() {
 async fn claim_due_takes_rows_old_or_on_another_key_version_oldest_first() {
     on_both(|b: Backend| async move {
         let s = b.store.as_ref();
-        let now = t0() + hours(100);
+        let now = Utc::now();
         seed(s, 1, "v5", now - hours(1)).await; // fresh, latest: not due
         seed(s, 2, "v5", now - hours(30)).await; // old
         seed(s, 3, "v3", now - hours(2)).await; // older version
@@ -97,24 +102,31 @@ async fn claim_due_takes_rows_old_or_on_another_key_version_oldest_first() {
             .unwrap());
         seed(s, 9, "v3", t0()).await;
         assert!(matches!(
-            s.acquire_lease(&user(9), &lease("do-work", now + hours(1)), now)
+            s.acquire_lease(&user(9), &lease("do-work", HOUR))
                 .await
                 .unwrap(),
             LeaseAttempt::Acquired(_)
         ));
 
-        let first = s.claim_due(&claim("v5", now, "run", 3)).await.unwrap();
+        let before = Utc::now();
+        let first = s.claim_due(&claim("v5", "run", 3)).await.unwrap().rows;
+        let after = Utc::now();
         assert_eq!(
             user_numbers(&first),
             ["5", "6", "2"],
             "{}: oldest first, limit kept",
             b.name
         );
+        // Stamped by the database: its clock (here the same machine's) plus five minutes.
+        let five = Duration::minutes(5);
+        let slack = Duration::milliseconds(5);
         assert!(first
             .iter()
             .all(|row| row.lease_owner.as_deref() == Some("run")
-                && row.lease_until == Some(now + Duration::minutes(5))));
-        let second = s.claim_due(&claim("v5", now, "run", 10)).await.unwrap();
+                && row
+                    .lease_until
+                    .is_some_and(|t| t >= before + five - slack && t <= after + five + slack)));
+        let second = s.claim_due(&claim("v5", "run", 10)).await.unwrap().rows;
         assert_eq!(
             user_numbers(&second),
             ["4", "3"],
@@ -122,10 +134,23 @@ async fn claim_due_takes_rows_old_or_on_another_key_version_oldest_first() {
             b.name
         );
         assert!(s
-            .claim_due(&claim("v5", now, "run", 10))
+            .claim_due(&claim("v5", "run", 10))
             .await
             .unwrap()
+            .rows
             .is_empty());
+        let reseal_only = DueClaim {
+            refresh_after: None,
+            ..claim("v5", "other", 10)
+        };
+        s.release_lease(&user(5), "run").await.unwrap();
+        s.release_lease(&user(6), "run").await.unwrap();
+        assert_eq!(
+            user_numbers(&s.claim_due(&reseal_only).await.unwrap().rows),
+            ["6"],
+            "{}: without refresh_after only other versions are due",
+            b.name
+        );
         assert_eq!(s.key_names().await.unwrap(), [KEY, "other-key"]);
     })
     .await;
@@ -134,7 +159,7 @@ async fn claim_due_takes_rows_old_or_on_another_key_version_oldest_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claimers_never_share_a_row() {
     on_both(|b: Backend| async move {
-        let now = t0() + hours(100);
+        let now = Utc::now();
         for n in 0..60 {
             // Half due by age, half only by key version.
             let (version, refreshed_at) = if n % 2 == 0 {
@@ -153,9 +178,9 @@ async fn concurrent_claimers_never_share_a_row() {
         let (one, two) = (b.store.clone(), b.another().await);
         let mut seen = HashSet::new();
         loop {
-            let (claim_a, claim_c) = (claim("new", now, "a", 7), claim("new", now, "c", 7));
+            let (claim_a, claim_c) = (claim("new", "a", 7), claim("new", "c", 7));
             let (a, c) = tokio::join!(one.claim_due(&claim_a), two.claim_due(&claim_c));
-            let (a, c) = (a.expect("claim a"), c.expect("claim c"));
+            let (a, c) = (a.expect("claim a").rows, c.expect("claim c").rows);
             if a.is_empty() && c.is_empty() {
                 break;
             }
@@ -177,8 +202,7 @@ async fn concurrent_claimers_never_share_a_row() {
 async fn status_report_counts_rows() {
     on_both(|b: Backend| async move {
         let s = b.store.as_ref();
-        let now = t0() + hours(10);
-        assert!(s.status_report(now).await.unwrap().by_status.is_empty());
+        assert!(s.status_report().await.unwrap().by_status.is_empty());
         seed(s, 1, "v1", t0() + hours(1)).await;
         seed(s, 2, "v2", t0() + hours(2)).await;
         seed(s, 3, "v2", t0()).await;
@@ -186,14 +210,10 @@ async fn status_report_counts_rows() {
             .mark_reauth_required(&user(3), get(s, 3).await.revision, "invalid_grant", "x")
             .await
             .unwrap());
-        s.acquire_lease(&user(1), &lease("a", now + hours(1)), now)
-            .await
-            .unwrap();
-        s.record_failure(&user(2), "x", "timeout", now + hours(1))
-            .await
-            .unwrap();
+        s.acquire_lease(&user(1), &lease("a", HOUR)).await.unwrap();
+        assert!(fail(s, 2, get(s, 2).await.revision, "x", "timeout", HOUR).await);
 
-        let report = s.status_report(now).await.unwrap();
+        let report = s.status_report().await.unwrap();
         assert_eq!(
             report.by_status,
             [("active".to_owned(), 2), ("reauth_required".to_owned(), 1)],
@@ -212,11 +232,63 @@ async fn status_report_counts_rows() {
             "only active rows"
         );
         assert_eq!((report.leased, report.backing_off), (1, 1));
-        let later = s.status_report(now + hours(2)).await.unwrap();
+        // Spans of zero: running out the moment they are stamped.
+        s.acquire_lease(&user(1), &lease("a", Span::ZERO))
+            .await
+            .unwrap();
+        assert!(fail(s, 2, get(s, 2).await.revision, "x", "timeout", Span::ZERO).await);
+        tick().await;
+        let later = s.status_report().await.unwrap();
         assert_eq!(
             (later.leased, later.backing_off),
             (0, 0),
             "{}: expired leases and back-offs",
+            b.name
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_claimed_apart_and_backed_off_by_its_raw_ids() {
+    on_both(|b: Backend| async move {
+        let s = b.store.as_ref();
+        for n in 1..=3 {
+            seed(s, n, "v1", t0() + hours(n.into())).await;
+        }
+        // The oldest row gets ids that are not GUIDs.
+        b.execute(&format!(
+            "UPDATE user_tokens SET tenant_id = 'tenant?', user_id = 'not-a-guid' \
+             WHERE user_id = '{}'",
+            user(1).user_id.as_str()
+        ))
+        .await;
+        let batch = s.claim_due(&claim("v1", "run", 10)).await.unwrap();
+        assert_eq!(user_numbers(&batch.rows), ["2", "3"], "{}", b.name);
+        let [corrupt] = batch.corrupt.as_slice() else {
+            panic!("{}: one corrupt row, got {:?}", b.name, batch.corrupt);
+        };
+        assert_eq!(
+            (corrupt.tenant_id.as_str(), corrupt.user_id.as_str()),
+            ("tenant?", "not-a-guid")
+        );
+        let failure = Failure {
+            row: RowId::from(corrupt),
+            expected_revision: corrupt.revision,
+            owner: "run",
+            error_code: "corrupt_row",
+            retry_in: HOUR,
+            counts: true,
+        };
+        assert!(s.record_failure(&failure).await.unwrap(), "{}", b.name);
+        for n in 2..=3 {
+            s.release_lease(&user(n), "run").await.unwrap();
+        }
+        let again = s.claim_due(&claim("v1", "run2", 10)).await.unwrap();
+        assert_eq!(
+            (user_numbers(&again.rows), again.corrupt.len()),
+            (vec!["2".to_owned(), "3".to_owned()], 0),
+            "{}: the corrupt row backs off",
             b.name
         );
     })

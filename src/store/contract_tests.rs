@@ -25,18 +25,9 @@ async fn connect_creates_then_reconnects() {
         assert_eq!(first.record.sealed_refresh_token, b"first");
 
         // Dirty every piece of bookkeeping a reconnect must reset.
-        s.record_failure(
-            &user(1),
-            "timer",
-            "temporarily_unavailable",
-            t0() + hours(1),
-        )
-        .await
-        .unwrap();
+        assert!(fail(s, 1, r, "timer", "temporarily_unavailable", HOUR).await);
         assert!(matches!(
-            s.acquire_lease(&user(1), &lease("a", t0() + hours(1)), t0())
-                .await
-                .unwrap(),
+            s.acquire_lease(&user(1), &lease("a", HOUR)).await.unwrap(),
             LeaseAttempt::Acquired(_)
         ));
         assert!(s
@@ -80,9 +71,13 @@ async fn writes_are_compare_and_set_on_the_revision() {
         let s = b.store.as_ref();
         seed(s, 1, "v1", t0()).await;
         let r = get(s, 1).await.revision;
-        s.record_failure(&user(1), "a", "timeout", t0() + hours(1))
-            .await
-            .unwrap();
+        assert!(fail(s, 1, r, "a", "timeout", HOUR).await);
+        assert!(
+            !fail(s, 1, r - 1, "a", "timeout", HOUR).await,
+            "{}: a failure at an old revision is refused",
+            b.name
+        );
+        assert_eq!(get(s, 1).await.failure_count, 1);
         assert_eq!(
             get(s, 1).await.revision,
             r,
@@ -188,12 +183,19 @@ async fn a_batch_of_saves_is_compare_and_set_row_by_row() {
         let s = b.store.as_ref();
         for n in 1..=4 {
             seed(s, n, "v1", t0()).await;
-            s.acquire_lease(&user(n), &lease("timer", t0() + hours(1)), t0())
+            s.acquire_lease(&user(n), &lease("timer", HOUR))
                 .await
                 .unwrap();
         }
         for n in 1..=2 {
-            s.record_failure(&user(n), "other", "timeout", t0() + hours(1))
+            let revision = get(s, n).await.revision;
+            assert!(
+                !fail(s, n, revision, "other", "timeout", HOUR).await,
+                "{}: another owner's lease guards the row",
+                b.name
+            );
+            assert!(fail(s, n, revision, "timer", "timeout", HOUR).await);
+            s.acquire_lease(&user(n), &lease("timer", HOUR))
                 .await
                 .unwrap();
         }
@@ -277,135 +279,6 @@ async fn a_batch_of_saves_is_compare_and_set_row_by_row() {
         );
         assert_eq!(get(s, 4).await.revision, revision(4).await);
         assert!(s.save_grants(&[], "timer").await.unwrap().is_empty());
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_lease_has_one_owner_until_released_or_expired() {
-    on_both(|b: Backend| async move {
-        let s = b.store.as_ref();
-        seed(s, 1, "v1", t0()).await;
-        let until = t0() + Duration::seconds(30);
-        let LeaseAttempt::Acquired(row) = s
-            .acquire_lease(&user(1), &lease("a", until), t0())
-            .await
-            .unwrap()
-        else {
-            panic!("{}: a free lease is taken", b.name);
-        };
-        assert_eq!(
-            (row.lease_owner.as_deref(), row.lease_until),
-            (Some("a"), Some(until))
-        );
-        match s
-            .acquire_lease(&user(1), &lease("b", until), t0() + Duration::seconds(1))
-            .await
-            .unwrap()
-        {
-            LeaseAttempt::Held(held_until) => assert_eq!(held_until, until),
-            other => panic!("{}: b must wait, got {other:?}", b.name),
-        }
-        assert!(
-            matches!(
-                s.acquire_lease(&user(1), &lease("a", until), t0())
-                    .await
-                    .unwrap(),
-                LeaseAttempt::Acquired(_)
-            ),
-            "the owner may renew"
-        );
-
-        s.release_lease(&user(1), "b").await.unwrap();
-        assert_eq!(
-            get(s, 1).await.lease_owner.as_deref(),
-            Some("a"),
-            "only the owner releases"
-        );
-        // A CAS write by someone else keeps the owner's lease.
-        let r = get(s, 1).await.revision;
-        assert!(s
-            .save_resealed(&user(1), r, &grant("x", "v2"), "b")
-            .await
-            .unwrap());
-        assert_eq!(get(s, 1).await.lease_owner.as_deref(), Some("a"));
-        assert!(s
-            .save_resealed(&user(1), r + 1, &grant("y", "v2"), "a")
-            .await
-            .unwrap());
-        assert_eq!(
-            get(s, 1).await.lease_owner,
-            None,
-            "the owner's write releases it"
-        );
-
-        let LeaseAttempt::Acquired(_) = s
-            .acquire_lease(&user(1), &lease("b", until), t0())
-            .await
-            .unwrap()
-        else {
-            panic!("{}: a released lease is free", b.name);
-        };
-        // Expired: a takes over from b at `until` + 1 µs, not at `until`.
-        assert!(matches!(
-            s.acquire_lease(&user(1), &lease("a", until + hours(1)), until)
-                .await
-                .unwrap(),
-            LeaseAttempt::Held(_)
-        ));
-        let later = until + Duration::microseconds(1);
-        let LeaseAttempt::Acquired(row) = s
-            .acquire_lease(&user(1), &lease("a", until + hours(1)), later)
-            .await
-            .unwrap()
-        else {
-            panic!("{}: an expired lease is taken over", b.name);
-        };
-        assert_eq!(row.lease_owner.as_deref(), Some("a"));
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn missing_and_reauth_required_rows_are_not_leased() {
-    on_both(|b: Backend| async move {
-        let s = b.store.as_ref();
-        assert!(matches!(
-            s.acquire_lease(&user(1), &lease("a", t0() + hours(1)), t0())
-                .await
-                .unwrap(),
-            LeaseAttempt::Missing
-        ));
-        seed(s, 1, "v1", t0()).await;
-        let LeaseAttempt::Acquired(row) = s
-            .acquire_lease(&user(1), &lease("a", t0() + hours(1)), t0())
-            .await
-            .unwrap()
-        else {
-            panic!("{}: lease", b.name);
-        };
-        assert!(s
-            .mark_reauth_required(&user(1), row.revision, "invalid_grant:70008", "a")
-            .await
-            .unwrap());
-        match s
-            .acquire_lease(&user(1), &lease("b", t0() + hours(1)), t0())
-            .await
-            .unwrap()
-        {
-            LeaseAttempt::NotActive(row) => {
-                assert_eq!(row.status, TokenStatus::ReauthRequired);
-                assert_eq!(row.status_reason.as_deref(), Some("invalid_grant:70008"));
-                assert_eq!(row.sealed_refresh_token, b"rt", "the sealed token is kept");
-                assert_eq!(row.lease_owner, None, "the owner's lease was released");
-            }
-            other => panic!("{}: expected NotActive, got {other:?}", b.name),
-        }
-        assert!(s
-            .claim_due(&claim("v2", t0() + hours(48), "timer", 10))
-            .await
-            .unwrap()
-            .is_empty());
     })
     .await;
 }

@@ -3,14 +3,14 @@
 //! Without a server the Postgres half is skipped, unless `CI` is set: then it fails.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Duration as Span, TimeZone, Utc};
+use chrono::{DateTime, Duration as Span, SubsecRound as _, Utc};
 use secrecy::SecretString;
 use sqlx::{Connection, Executor, PgConnection};
 
-use super::{connect, DueClaim, Lease, SealedGrant, TokenRecord, TokenStore};
+use super::{connect, DueClaim, Failure, Lease, RowId, SealedGrant, TokenRecord, TokenStore};
 use crate::domain::{TenantId, UserId, UserKey};
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -27,6 +27,21 @@ impl Backend {
     /// A second store (its own pool) on the same database, like a second instance.
     pub(super) async fn another(&self) -> Arc<dyn TokenStore> {
         connect(&self.url).await.expect("open a second store")
+    }
+
+    /// Runs a raw statement on the database (to corrupt a row).
+    pub(super) async fn execute(&self, statement: &str) {
+        use secrecy::ExposeSecret as _;
+        let url = self.url.expose_secret();
+        if self.name == "sqlite" {
+            let mut db = sqlx::SqliteConnection::connect(url)
+                .await
+                .expect("open sqlite");
+            db.execute(statement).await.expect("statement");
+        } else {
+            let mut db = PgConnection::connect(url).await.expect("open postgres");
+            db.execute(statement).await.expect("statement");
+        }
     }
 }
 
@@ -155,10 +170,13 @@ async fn create_database(admin: &mut PgConnection, name: &str) {
 
 pub(super) const KEY: &str = "obo-vault-tenant";
 
+/// A fixed instant 1,000 hours before the tests started, in microseconds (what both backends
+/// keep). Leases, back-offs and due selection run on the database's clock, which is the real
+/// time: rows seeded at `t0()` are due by age, rows seeded near `Utc::now()` are not.
 pub(super) fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0)
-        .single()
-        .expect("valid time")
+    static T0: LazyLock<DateTime<Utc>> =
+        LazyLock::new(|| Utc::now().trunc_subsecs(6) - Span::hours(1000));
+    *T0
 }
 
 pub(super) fn hours(n: i64) -> Span {
@@ -180,22 +198,54 @@ pub(super) fn grant(sealed: &str, version: &str) -> SealedGrant {
     }
 }
 
-pub(super) fn lease(owner: &str, until: DateTime<Utc>) -> Lease {
+pub(super) fn lease(owner: &str, duration: Duration) -> Lease {
     Lease {
         owner: owner.into(),
-        until,
+        duration,
     }
 }
 
-pub(super) fn claim(version: &str, now: DateTime<Utc>, owner: &str, limit: i64) -> DueClaim {
+/// An hour, as a lease or back-off span.
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
+
+/// A claim of rows older than 24 h or not on `version`, leased for 5 minutes.
+pub(super) fn claim(version: &str, owner: &str, limit: i64) -> DueClaim {
     DueClaim {
         key_name: KEY.into(),
         latest_version: version.into(),
-        refreshed_before: now - hours(24),
-        now,
-        lease: lease(owner, now + Span::minutes(5)),
+        refresh_after: Some(Duration::from_secs(24 * 3600)),
+        lease: lease(owner, Duration::from_secs(300)),
         limit,
     }
+}
+
+/// Records a counted failure of user `n`'s row at `revision` by `owner`, retried after `retry_in`.
+pub(super) async fn fail(
+    store: &dyn TokenStore,
+    n: u32,
+    revision: i64,
+    owner: &str,
+    code: &str,
+    retry_in: Duration,
+) -> bool {
+    let key = user(n);
+    store
+        .record_failure(&Failure {
+            row: RowId::from(&key),
+            expected_revision: revision,
+            owner,
+            error_code: code,
+            retry_in,
+            counts: true,
+        })
+        .await
+        .expect("record_failure")
+}
+
+/// Long enough for the database's clock to move past a stamp made just before (SQLite's
+/// clock has millisecond steps).
+pub(super) async fn tick() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
 /// Connects user `n` with a token sealed under `version`, refreshed at `refreshed_at`.

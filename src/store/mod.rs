@@ -3,6 +3,8 @@
 //! The store only ever sees sealed bytes. Every write that replaces a token is a
 //! compare-and-set on the row's `revision`, and work on a row across instances is serialised
 //! by a short lease (`lease_owner`, `lease_until`) that is never held inside a transaction.
+//! Leases, back-off times and due selection use the database's clock: callers pass spans of
+//! time, never an instant of their own clock.
 
 mod adapter;
 #[cfg(test)]
@@ -12,6 +14,8 @@ mod contract_tests;
 #[cfg(test)]
 mod harness;
 #[cfg(test)]
+mod lease_tests;
+#[cfg(test)]
 mod plan_tests;
 mod postgres;
 mod rows;
@@ -20,6 +24,7 @@ mod sqlite;
 mod steps;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -112,13 +117,13 @@ pub enum LeaseAttempt {
     NotActive(TokenRecord),
 }
 
-/// Who holds a lease and until when.
+/// Who asks for a lease and for how long.
 #[derive(Clone, Debug)]
 pub struct Lease {
     /// Unique per process (and per run for the timer).
     pub owner: String,
-    /// The lease ends here even if its owner dies.
-    pub until: DateTime<Utc>,
+    /// The lease ends this long after the database stamps it, even if its owner dies.
+    pub duration: Duration,
 }
 
 /// What the timer asks for when it claims a batch of due rows of one key.
@@ -128,14 +133,83 @@ pub struct DueClaim {
     pub key_name: String,
     /// Rows on any other version are due for a re-seal.
     pub latest_version: String,
-    /// Rows refreshed before this are due for a refresh.
-    pub refreshed_before: DateTime<Utc>,
-    /// Now, for lease and back-off comparisons.
-    pub now: DateTime<Utc>,
+    /// Rows last refreshed longer ago than this (by the database's clock) are due for a
+    /// refresh; `None`: only rows on another key version are due.
+    pub refresh_after: Option<Duration>,
     /// The lease stamped on claimed rows.
     pub lease: Lease,
     /// At most this many rows.
     pub limit: i64,
+}
+
+/// A batch claimed by [`TokenStore::claim_due`].
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// Claimed rows, oldest first.
+    pub rows: Vec<TokenRecord>,
+    /// Claimed rows that cannot be read (ids or timestamps that do not parse). They carry
+    /// this claim's lease like the others; the caller backs them off so they do not come
+    /// first in every later claim.
+    pub corrupt: Vec<CorruptRow>,
+}
+
+/// A claimed row that does not parse, addressed by its raw ids.
+#[derive(Clone, Debug)]
+pub struct CorruptRow {
+    /// The stored `tenant_id`, as is.
+    pub tenant_id: String,
+    /// The stored `user_id`, as is.
+    pub user_id: String,
+    /// The row's revision (the guard of the back-off write).
+    pub revision: i64,
+    /// The row's failures so far (the back-off's exponent).
+    pub failure_count: i32,
+    /// What does not parse.
+    pub reason: String,
+}
+
+/// A row addressed by its stored ids, parsed or not.
+#[derive(Clone, Copy, Debug)]
+pub struct RowId<'a> {
+    /// `tenant_id`.
+    pub tenant_id: &'a str,
+    /// `user_id`.
+    pub user_id: &'a str,
+}
+
+impl<'a> From<&'a UserKey> for RowId<'a> {
+    fn from(key: &'a UserKey) -> Self {
+        Self {
+            tenant_id: key.tenant_id.as_str(),
+            user_id: key.user_id.as_str(),
+        }
+    }
+}
+
+impl<'a> From<&'a CorruptRow> for RowId<'a> {
+    fn from(row: &'a CorruptRow) -> Self {
+        Self {
+            tenant_id: &row.tenant_id,
+            user_id: &row.user_id,
+        }
+    }
+}
+
+/// A failed attempt on a row, for [`TokenStore::record_failure`].
+#[derive(Clone, Copy, Debug)]
+pub struct Failure<'a> {
+    /// Whose row.
+    pub row: RowId<'a>,
+    /// The revision the worker read; the write is refused if the row moved on.
+    pub expected_revision: i64,
+    /// The lease owner; the write is refused if someone else holds the lease.
+    pub owner: &'a str,
+    /// Machine code for `last_error`.
+    pub error_code: &'a str,
+    /// The timer does not pick the row again before this long from now (database clock).
+    pub retry_in: Duration,
+    /// `false` for a pause that is not the row's fault: `failure_count` stays.
+    pub counts: bool,
 }
 
 /// One act on behalf of a user, kept so the user can see who acted for them.
@@ -277,12 +351,19 @@ pub trait TokenStore: Send + Sync {
 
     /// Takes the row's lease if it is free (or already ours) and the row is active; returns
     /// the row as read while taking it, so the caller uses the newest token.
-    async fn acquire_lease(
+    async fn acquire_lease(&self, key: &UserKey, lease: &Lease)
+        -> Result<LeaseAttempt, StoreError>;
+
+    /// Renews `lease.owner`'s lease on the row for `lease.duration` from now, or takes it
+    /// again if it ran out, provided the row is still active at `expected_revision` (so the
+    /// token the owner holds is still the stored one). `false`: the row moved on or someone
+    /// else holds it; the owner must not redeem the token it read.
+    async fn extend_lease(
         &self,
         key: &UserKey,
+        expected_revision: i64,
         lease: &Lease,
-        now: DateTime<Utc>,
-    ) -> Result<LeaseAttempt, StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Gives the lease back if `owner` still holds it.
     async fn release_lease(&self, key: &UserKey, owner: &str) -> Result<(), StoreError>;
@@ -343,22 +424,20 @@ pub trait TokenStore: Send + Sync {
         owner: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Records a transient failure: increments `failure_count`, stores the error code and the
-    /// back-off time, releases the lease held by `owner`. Leaves the token untouched.
-    async fn record_failure(
-        &self,
-        key: &UserKey,
-        owner: &str,
-        error_code: &str,
-        next_attempt_at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    /// Records a transient failure as [`Failure`] says: the error code, the next attempt
+    /// time (database clock), `failure_count` incremented if it counts; releases the lease.
+    /// Leaves the token untouched. Refused (`false`) when the row's revision moved on or
+    /// another owner holds its lease.
+    async fn record_failure(&self, failure: &Failure<'_>) -> Result<bool, StoreError>;
 
     /// Distinct key names of active rows (one Key Vault secret per tenant).
     async fn key_names(&self) -> Result<Vec<String>, StoreError>;
 
     /// Claims up to `limit` due rows of one key by stamping the lease on them in the claiming
     /// statement itself; rows leased by someone else, in back-off, or not active are skipped.
-    async fn claim_due(&self, claim: &DueClaim) -> Result<Vec<TokenRecord>, StoreError>;
+    /// A claimed row that does not parse comes back in [`Claimed::corrupt`], not as an error:
+    /// one bad row must not stop the claim of the others.
+    async fn claim_due(&self, claim: &DueClaim) -> Result<Claimed, StoreError>;
 
     /// Appends access records and keeps only the newest `keep` per user. Records of users
     /// without a row (deleted meanwhile) are dropped, not an error.
@@ -371,6 +450,6 @@ pub trait TokenStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<AccessRecord>, StoreError>;
 
-    /// Counts for operators.
-    async fn status_report(&self, now: DateTime<Utc>) -> Result<StatusReport, StoreError>;
+    /// Counts for operators (leases and back-offs running by the database's clock).
+    async fn status_report(&self) -> Result<StatusReport, StoreError>;
 }

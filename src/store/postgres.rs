@@ -11,10 +11,12 @@ use sqlx::query::{Query, QueryAs};
 use sqlx::{FromRow, PgPool, Postgres};
 
 use super::adapter::token_store_impl;
-use super::rows::{distinct_users, RawAccess, RawRecord};
+use super::rows::{claimed, distinct_users, RawAccess, RawRecord};
 use super::steps::{self, Steps};
 use super::SealedGrant;
-use super::{sql, AccessRecord, Connected, DueClaim, GrantSave, Lease, LeaseAttempt};
+use super::{
+    sql, AccessRecord, Claimed, Connected, DueClaim, Failure, GrantSave, Lease, LeaseAttempt,
+};
 use super::{KeyVersionCount, StatusReport, StoreError, TokenRecord, TokenStore};
 use crate::domain::UserKey;
 
@@ -30,10 +32,24 @@ pub struct PostgresStore {
 type Stamp = DateTime<Utc>;
 type Raw = RawRecord<Stamp>;
 const CLAIM_DUE: &str = sql::CLAIM_DUE_POSTGRES;
+const ACQUIRE_LEASE: &str = sql::ACQUIRE_LEASE_POSTGRES;
+const EXTEND_LEASE: &str = sql::EXTEND_LEASE_POSTGRES;
+const RECORD_FAILURE: &str = sql::RECORD_FAILURE_POSTGRES;
+const SUMMARY: &str = sql::SUMMARY_POSTGRES;
 const TRIM_ACCESSES: &str = sql::TRIM_ACCESSES_POSTGRES;
 
 fn stamp(time: DateTime<Utc>) -> Stamp {
     time
+}
+
+/// A span of time as Postgres reads it in `sql::clock_plus!`: seconds.
+fn span(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// `span` of a time in the past: the due-by-age cut.
+fn span_back(duration: Duration) -> f64 {
+    -duration.as_secs_f64()
 }
 
 fn unstamp(stamp: Stamp) -> Result<DateTime<Utc>, StoreError> {
@@ -147,12 +163,10 @@ impl Steps for PostgresStore {
         &self,
         key: &UserKey,
         lease: &Lease,
-        now: DateTime<Utc>,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let raw: Option<Raw> = keyed_as(sql::ACQUIRE_LEASE, key)
+        let raw: Option<Raw> = keyed_as(ACQUIRE_LEASE, key)
             .bind(&lease.owner)
-            .bind(lease.until)
-            .bind(now)
+            .bind(span(lease.duration))
             .fetch_optional(&self.pool)
             .await?;
         raw.map(record).transpose()

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{AccessRecord, LeaseAttempt, StoreError, TokenRecord};
+use super::{AccessRecord, Claimed, CorruptRow, LeaseAttempt, StoreError, TokenRecord};
 use crate::domain::{TenantId, TokenStatus, UserId, UserKey};
 
 /// A `user_tokens` row as the driver decodes it; `Ts` is the column type of timestamps.
@@ -31,6 +31,26 @@ pub(super) struct RawRecord<Ts> {
 }
 
 impl<Ts> RawRecord<Ts> {
+    /// Like [`Self::into_record`], but a row that does not parse becomes a [`CorruptRow`]
+    /// naming it by its raw ids.
+    pub(super) fn into_claimed(
+        self,
+        time: impl Fn(Ts) -> Result<DateTime<Utc>, StoreError>,
+    ) -> Result<TokenRecord, CorruptRow> {
+        let (tenant_id, user_id) = (self.tenant_id.clone(), self.user_id.clone());
+        let (revision, failure_count) = (self.revision, self.failure_count);
+        self.into_record(time).map_err(|error| CorruptRow {
+            tenant_id,
+            user_id,
+            revision,
+            failure_count,
+            reason: match error {
+                StoreError::Other(error) => format!("{error:#}"),
+                other => other.to_string(),
+            },
+        })
+    }
+
     /// Checks the ids and converts the timestamps with `time`.
     pub(super) fn into_record(
         self,
@@ -106,12 +126,10 @@ fn user_key(tenant_id: &str, user_id: &str) -> Result<UserKey, StoreError> {
 }
 
 /// Explains why the lease `UPDATE` matched no row, from the row read right after it.
-/// `None` means the lease looks free now (it was released in between): try again.
-pub(super) fn refused_lease(
-    row: Option<TokenRecord>,
-    owner: &str,
-    now: DateTime<Utc>,
-) -> Option<LeaseAttempt> {
+/// `None` means the lease looks free now (it was released in between): try again. Whether
+/// another owner's lease is still running was the database's call in the `UPDATE`; it is not
+/// judged again here with this instance's clock.
+pub(super) fn refused_lease(row: Option<TokenRecord>, owner: &str) -> Option<LeaseAttempt> {
     let Some(row) = row else {
         return Some(LeaseAttempt::Missing);
     };
@@ -119,11 +137,26 @@ pub(super) fn refused_lease(
         return Some(LeaseAttempt::NotActive(row));
     }
     match (&row.lease_owner, row.lease_until) {
-        (Some(holder), Some(until)) if holder != owner && until >= now => {
-            Some(LeaseAttempt::Held(until))
-        }
+        (Some(holder), Some(until)) if holder != owner => Some(LeaseAttempt::Held(until)),
         _ => None,
     }
+}
+
+/// Splits a claimed batch into readable rows (oldest first) and corrupt ones.
+pub(super) fn claimed<Ts>(
+    raws: Vec<RawRecord<Ts>>,
+    time: impl Fn(Ts) -> Result<DateTime<Utc>, StoreError> + Copy,
+) -> Claimed {
+    let mut batch = Claimed::default();
+    for raw in raws {
+        match raw.into_claimed(time) {
+            Ok(row) => batch.rows.push(row),
+            Err(corrupt) => batch.corrupt.push(corrupt),
+        }
+    }
+    // RETURNING has no order; callers get the oldest first.
+    batch.rows.sort_by_key(|row| row.refreshed_at);
+    batch
 }
 
 /// The distinct users among `records`, in first-seen order, for the per-user history trim.

@@ -3,6 +3,36 @@
 //! new grant differ (Postgres saves every batch in one `UNNEST` statement).
 //! Parameters: `$1` tenant id and `$2` user id wherever a single row is addressed. In SQLite
 //! timestamps are bound as fixed-width UTC text, so the same comparisons order by time.
+//!
+//! Leases, back-off times and due selection are stamped and compared with the database's
+//! clock (`clock!`), never with an instance's: instances drift, and a lease stamped by an
+//! instance whose clock is behind looks expired to the others the moment it is written. The
+//! statements that read the clock come in a Postgres and a SQLite spelling, made from one text
+//! by the macros below. A span of time is bound as a number of seconds in Postgres and as a
+//! date-function modifier (`+35.000000 seconds`) in SQLite (see each adapter's `span`).
+
+/// The database's clock, comparable with stored timestamps. SQLite's `%f` is `SS.SSS`
+/// (milliseconds): three zeros make the store's fixed-width microseconds, so the text still
+/// orders as time against stamps the store wrote.
+macro_rules! clock {
+    (postgres) => {
+        "now()"
+    };
+    (sqlite) => {
+        "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z')"
+    };
+}
+
+/// The database's clock moved by the span bound as parameter `$p`. A NULL span gives NULL,
+/// which compares as false.
+macro_rules! clock_plus {
+    (postgres, $p:literal) => {
+        concat!("(now() + ", $p, " * interval '1 second')")
+    };
+    (sqlite, $p:literal) => {
+        concat!("(strftime('%Y-%m-%dT%H:%M:%f', 'now', ", $p, ") || '000Z')")
+    };
+}
 
 /// Every `user_tokens` column, in place of `*`: a Postgres statement prepared with `*` fails
 /// ("cached plan must not change result type") once a rolling deploy adds a column.
@@ -47,14 +77,41 @@ pub(super) const FIND: &str = concat!(
 
 pub(super) const DELETE: &str = "DELETE FROM user_tokens WHERE tenant_id = $1 AND user_id = $2";
 
-/// `$3` owner, `$4` until, `$5` now. Our own lease may be extended.
-pub(super) const ACQUIRE_LEASE: &str = concat!(
-    "UPDATE user_tokens SET lease_owner = $3, lease_until = $4
-     WHERE tenant_id = $1 AND user_id = $2 AND status = 'active'
-       AND (lease_until IS NULL OR lease_until < $5 OR lease_owner = $3)
-     RETURNING ",
-    token_columns!()
-);
+/// `$3` owner, `$4` lease span. Our own lease may be extended.
+macro_rules! acquire_lease {
+    ($db:ident) => {
+        concat!(
+            "UPDATE user_tokens SET lease_owner = $3, lease_until = ",
+            clock_plus!($db, "$4"),
+            " WHERE tenant_id = $1 AND user_id = $2 AND status = 'active'
+               AND (lease_until IS NULL OR lease_until < ",
+            clock!($db),
+            " OR lease_owner = $3)
+             RETURNING ",
+            token_columns!()
+        )
+    };
+}
+pub(super) const ACQUIRE_LEASE_POSTGRES: &str = acquire_lease!(postgres);
+pub(super) const ACQUIRE_LEASE_SQLITE: &str = acquire_lease!(sqlite);
+
+/// `$3` owner, `$4` lease span, `$5` the revision the owner read. Renews the owner's lease, or
+/// takes it again when it ran out and nobody wrote the row since: the token the owner holds
+/// is still the stored one, so redeeming it is safe. Anything else matches no row.
+macro_rules! extend_lease {
+    ($db:ident) => {
+        concat!(
+            "UPDATE user_tokens SET lease_owner = $3, lease_until = ",
+            clock_plus!($db, "$4"),
+            " WHERE tenant_id = $1 AND user_id = $2 AND status = 'active' AND revision = $5
+               AND (lease_owner = $3 OR lease_until IS NULL OR lease_until < ",
+            clock!($db),
+            ")"
+        )
+    };
+}
+pub(super) const EXTEND_LEASE_POSTGRES: &str = extend_lease!(postgres);
+pub(super) const EXTEND_LEASE_SQLITE: &str = extend_lease!(sqlite);
 
 /// `$3` owner.
 pub(super) const RELEASE_LEASE: &str = "
@@ -112,23 +169,35 @@ pub(super) const MARK_REAUTH_REQUIRED: &str = "
         lease_until = CASE WHEN lease_owner = $5 THEN NULL ELSE lease_until END
     WHERE tenant_id = $1 AND user_id = $2 AND revision = $3";
 
-/// `$3` owner, `$4` error code, `$5` next attempt. No revision change: the token is untouched.
-pub(super) const RECORD_FAILURE: &str = "
-    UPDATE user_tokens SET
-        failure_count = failure_count + 1, last_error = $4, next_attempt_at = $5,
-        lease_owner = CASE WHEN lease_owner = $3 THEN NULL ELSE lease_owner END,
-        lease_until = CASE WHEN lease_owner = $3 THEN NULL ELSE lease_until END
-    WHERE tenant_id = $1 AND user_id = $2";
+/// `$3` owner, `$4` error code, `$5` span until the next attempt, `$6` expected revision, `$7`
+/// 1 to count the failure, 0 for a pause that is not the row's fault (Entra throttling its
+/// tenant). No revision change: the token is untouched. Guarded like every other write: a
+/// worker whose row was reconnected, saved or taken over meanwhile (revision moved on, or
+/// another owner's lease) changes nothing.
+macro_rules! record_failure {
+    ($db:ident) => {
+        concat!(
+            "UPDATE user_tokens SET
+                failure_count = failure_count + $7, last_error = $4, next_attempt_at = ",
+            clock_plus!($db, "$5"),
+            ", lease_owner = NULL, lease_until = NULL
+             WHERE tenant_id = $1 AND user_id = $2 AND revision = $6
+               AND (lease_owner = $3 OR lease_owner IS NULL)"
+        )
+    };
+}
+pub(super) const RECORD_FAILURE_POSTGRES: &str = record_failure!(postgres);
+pub(super) const RECORD_FAILURE_SQLITE: &str = record_failure!(sqlite);
 
 pub(super) const KEY_NAMES: &str =
     "SELECT DISTINCT key_name FROM user_tokens WHERE status = 'active' ORDER BY key_name";
 
-/// `$1` key name, `$2` refreshed before, `$3` latest version, `$4` now, `$5` owner, `$6` until,
-/// `$7` limit.
+/// `$1` key name, `$2` refresh-after span (negative; NULL: re-seals only), `$3` latest version,
+/// `$4` owner, `$5` lease span, `$6` limit.
 ///
-/// Three index range scans, each stopping after `$7` free rows: due by age (oldest first), and
+/// Three index range scans, each stopping after `$6` free rows: due by age (oldest first), and
 /// on a version sorting below or above the latest (`<>` cannot use an index). The union is cut
-/// to the `$7` oldest and leased in this statement. The version scans go in (version, age)
+/// to the `$6` oldest and leased in this statement. The version scans go in (version, age)
 /// order because a re-sealed row keeps `refreshed_at` but leaves these ranges, so a rotation
 /// run never re-reads its own work; with one old version (the usual case) the batch is exactly
 /// the oldest due rows, with several it is the oldest of the lowest old version first. `FOR UPDATE SKIP LOCKED` makes a concurrent
@@ -138,36 +207,52 @@ pub(super) const CLAIM_DUE_POSTGRES: &str = concat!(
     "
     WITH by_age AS (
         SELECT tenant_id, user_id, refreshed_at FROM user_tokens
-        WHERE key_name = $1 AND status = 'active' AND refreshed_at < $2
-          AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
-          AND (lease_until IS NULL OR lease_until < $4)
+        WHERE key_name = $1 AND status = 'active' AND refreshed_at < ",
+    clock_plus!(postgres, "$2"),
+    "
+          AND (next_attempt_at IS NULL OR next_attempt_at <= ",
+    clock!(postgres),
+    ")
+          AND (lease_until IS NULL OR lease_until < ",
+    clock!(postgres),
+    ")
         ORDER BY refreshed_at
-        LIMIT $7
+        LIMIT $6
         FOR UPDATE SKIP LOCKED
     ), below_latest AS (
         SELECT tenant_id, user_id, refreshed_at FROM user_tokens
         WHERE key_name = $1 AND status = 'active' AND key_version < $3
-          AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
-          AND (lease_until IS NULL OR lease_until < $4)
+          AND (next_attempt_at IS NULL OR next_attempt_at <= ",
+    clock!(postgres),
+    ")
+          AND (lease_until IS NULL OR lease_until < ",
+    clock!(postgres),
+    ")
         ORDER BY key_version, refreshed_at
-        LIMIT $7
+        LIMIT $6
         FOR UPDATE SKIP LOCKED
     ), above_latest AS (
         SELECT tenant_id, user_id, refreshed_at FROM user_tokens
         WHERE key_name = $1 AND status = 'active' AND key_version > $3
-          AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
-          AND (lease_until IS NULL OR lease_until < $4)
+          AND (next_attempt_at IS NULL OR next_attempt_at <= ",
+    clock!(postgres),
+    ")
+          AND (lease_until IS NULL OR lease_until < ",
+    clock!(postgres),
+    ")
         ORDER BY key_version, refreshed_at
-        LIMIT $7
+        LIMIT $6
         FOR UPDATE SKIP LOCKED
     ), picked AS (
         SELECT tenant_id AS picked_tenant_id, user_id AS picked_user_id FROM (
             SELECT * FROM by_age UNION SELECT * FROM below_latest UNION SELECT * FROM above_latest
         ) AS due
         ORDER BY refreshed_at
-        LIMIT $7
+        LIMIT $6
     )
-    UPDATE user_tokens SET lease_owner = $5, lease_until = $6
+    UPDATE user_tokens SET lease_owner = $4, lease_until = ",
+    clock_plus!(postgres, "$5"),
+    "
     FROM picked
     WHERE tenant_id = picked_tenant_id AND user_id = picked_user_id
     RETURNING ",
@@ -181,38 +266,54 @@ pub(super) const CLAIM_DUE_POSTGRES: &str = concat!(
 /// an index that cannot serve the query.
 pub(super) const CLAIM_DUE_SQLITE: &str = concat!(
     "
-    UPDATE user_tokens SET lease_owner = $5, lease_until = $6
+    UPDATE user_tokens SET lease_owner = $4, lease_until = ",
+    clock_plus!(sqlite, "$5"),
+    "
     WHERE rowid IN (
         SELECT id FROM (
             SELECT id, refreshed_at FROM (
                 SELECT rowid AS id, refreshed_at FROM user_tokens INDEXED BY user_tokens_due_by_age
-                WHERE key_name = $1 AND status = 'active' AND refreshed_at < $2
-                  AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
-                  AND (lease_until IS NULL OR lease_until < $4)
+                WHERE key_name = $1 AND status = 'active' AND refreshed_at < ",
+    clock_plus!(sqlite, "$2"),
+    "
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= ",
+    clock!(sqlite),
+    ")
+                  AND (lease_until IS NULL OR lease_until < ",
+    clock!(sqlite),
+    ")
                 ORDER BY refreshed_at
-                LIMIT $7
+                LIMIT $6
             )
             UNION
             SELECT id, refreshed_at FROM (
                 SELECT rowid AS id, refreshed_at FROM user_tokens INDEXED BY user_tokens_due_by_key
                 WHERE key_name = $1 AND status = 'active' AND key_version < $3
-                  AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
-                  AND (lease_until IS NULL OR lease_until < $4)
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= ",
+    clock!(sqlite),
+    ")
+                  AND (lease_until IS NULL OR lease_until < ",
+    clock!(sqlite),
+    ")
                 ORDER BY key_version, refreshed_at
-                LIMIT $7
+                LIMIT $6
             )
             UNION
             SELECT id, refreshed_at FROM (
                 SELECT rowid AS id, refreshed_at FROM user_tokens INDEXED BY user_tokens_due_by_key
                 WHERE key_name = $1 AND status = 'active' AND key_version > $3
-                  AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
-                  AND (lease_until IS NULL OR lease_until < $4)
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= ",
+    clock!(sqlite),
+    ")
+                  AND (lease_until IS NULL OR lease_until < ",
+    clock!(sqlite),
+    ")
                 ORDER BY key_version, refreshed_at
-                LIMIT $7
+                LIMIT $6
             )
         )
         ORDER BY refreshed_at
-        LIMIT $7
+        LIMIT $6
     )
     RETURNING ",
     token_columns!()
@@ -262,9 +363,20 @@ pub(super) const COUNT_BY_KEY_VERSION: &str = "
     SELECT key_name, key_version, count(*) AS n FROM user_tokens
     GROUP BY key_name, key_version ORDER BY key_name, key_version";
 
-/// `$1` now.
-pub(super) const SUMMARY: &str = "
-    SELECT min(refreshed_at) FILTER (WHERE status = 'active') AS oldest,
-           count(*) FILTER (WHERE lease_until > $1) AS leased,
-           count(*) FILTER (WHERE status = 'active' AND next_attempt_at > $1) AS backing_off
-    FROM user_tokens";
+/// Leases and back-offs running now, by the database's clock.
+macro_rules! summary {
+    ($db:ident) => {
+        concat!(
+            "SELECT min(refreshed_at) FILTER (WHERE status = 'active') AS oldest,
+                    count(*) FILTER (WHERE lease_until > ",
+            clock!($db),
+            ") AS leased,
+                    count(*) FILTER (WHERE status = 'active' AND next_attempt_at > ",
+            clock!($db),
+            ") AS backing_off
+             FROM user_tokens"
+        )
+    };
+}
+pub(super) const SUMMARY_POSTGRES: &str = summary!(postgres);
+pub(super) const SUMMARY_SQLITE: &str = summary!(sqlite);

@@ -16,10 +16,12 @@ use sqlx::sqlite::{SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Executor, FromRow, Sqlite, SqlitePool};
 
 use super::adapter::token_store_impl;
-use super::rows::{distinct_users, RawAccess, RawRecord};
+use super::rows::{claimed, distinct_users, RawAccess, RawRecord};
 use super::steps::{self, Steps};
 use super::SealedGrant;
-use super::{sql, AccessRecord, Connected, DueClaim, GrantSave, Lease, LeaseAttempt};
+use super::{
+    sql, AccessRecord, Claimed, Connected, DueClaim, Failure, GrantSave, Lease, LeaseAttempt,
+};
 use super::{KeyVersionCount, StatusReport, StoreError, TokenRecord, TokenStore};
 use crate::domain::UserKey;
 
@@ -37,10 +39,24 @@ pub struct SqliteStore {
 type Stamp = String;
 type Raw = RawRecord<Stamp>;
 const CLAIM_DUE: &str = sql::CLAIM_DUE_SQLITE;
+const ACQUIRE_LEASE: &str = sql::ACQUIRE_LEASE_SQLITE;
+const EXTEND_LEASE: &str = sql::EXTEND_LEASE_SQLITE;
+const RECORD_FAILURE: &str = sql::RECORD_FAILURE_SQLITE;
+const SUMMARY: &str = sql::SUMMARY_SQLITE;
 const TRIM_ACCESSES: &str = sql::TRIM_ACCESSES_SQLITE;
 
 fn stamp(time: DateTime<Utc>) -> Stamp {
     time.format(TIME_FORMAT).to_string()
+}
+
+/// A span of time as SQLite reads it in `sql::clock_plus!`: a date-function modifier.
+fn span(duration: Duration) -> String {
+    format!("+{:.6} seconds", duration.as_secs_f64())
+}
+
+/// `span` of a time in the past: the due-by-age cut.
+fn span_back(duration: Duration) -> String {
+    format!("-{:.6} seconds", duration.as_secs_f64())
 }
 
 fn unstamp(text: Stamp) -> Result<DateTime<Utc>, StoreError> {
@@ -172,12 +188,10 @@ impl Steps for SqliteStore {
         &self,
         key: &UserKey,
         lease: &Lease,
-        now: DateTime<Utc>,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let raw: Option<Raw> = keyed_as(sql::ACQUIRE_LEASE, key)
+        let raw: Option<Raw> = keyed_as(ACQUIRE_LEASE, key)
             .bind(&lease.owner)
-            .bind(stamp(lease.until))
-            .bind(stamp(now))
+            .bind(span(lease.duration))
             .fetch_optional(&self.pool)
             .await?;
         raw.map(record).transpose()

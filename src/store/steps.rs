@@ -28,12 +28,11 @@ pub(super) trait Steps {
         first_revision: Option<i64>,
     ) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Runs `sql::ACQUIRE_LEASE`; the row if the lease is now ours.
+    /// Runs the adapter's `ACQUIRE_LEASE`; the row if the lease is now ours.
     async fn try_lease(
         &self,
         key: &UserKey,
         lease: &Lease,
-        now: DateTime<Utc>,
     ) -> Result<Option<TokenRecord>, StoreError>;
 
     /// Runs `sql::FIND`.
@@ -87,16 +86,20 @@ pub(super) async fn acquire_lease(
     steps: &impl Steps,
     key: &UserKey,
     lease: &Lease,
-    now: DateTime<Utc>,
 ) -> Result<LeaseAttempt, StoreError> {
+    let mut last_seen = None;
     for _ in 0..LEASE_ATTEMPTS {
-        if let Some(row) = steps.try_lease(key, lease, now).await? {
+        if let Some(row) = steps.try_lease(key, lease).await? {
             return Ok(LeaseAttempt::Acquired(row));
         }
-        if let Some(refused) = refused_lease(steps.find_row(key).await?, &lease.owner, now) {
+        let row = steps.find_row(key).await?;
+        last_seen = row.as_ref().and_then(|row| row.lease_until).or(last_seen);
+        if let Some(refused) = refused_lease(row, &lease.owner) {
             return Ok(refused);
         }
     }
     // The lease keeps changing hands under us: report it busy, the caller retries later.
-    Ok(LeaseAttempt::Held(now))
+    Ok(LeaseAttempt::Held(
+        last_seen.unwrap_or(DateTime::<Utc>::MIN_UTC),
+    ))
 }

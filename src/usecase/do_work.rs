@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::access_tokens::CachedAccessToken;
+use super::leases::HeldLease;
 use super::{custody, FlowError};
 use crate::app::App;
 use crate::domain::{TenantId, TokenStatus, UserKey};
@@ -21,6 +22,9 @@ use crate::store::{AccessRecord, Lease, LeaseAttempt, TokenRecord};
 
 /// How long a call waits for another instance's lease on the user's row.
 const LEASE_WAIT: Duration = Duration::from_secs(20);
+/// How often a call starts over when the grant it found dead was replaced meanwhile (a new
+/// setup between its read and its reauth mark).
+const REFRESH_ATTEMPTS: usize = 3;
 
 /// What do-work did.
 #[derive(Debug)]
@@ -92,9 +96,11 @@ pub async fn do_work(
     });
     match saved {
         Some(Ok(Ok(true))) | None => {}
-        Some(Ok(Ok(false))) => {
-            tracing::info!("the row changed while refreshing; the newer token was kept")
-        }
+        Some(Ok(Ok(false))) => tracing::info!(
+            "the row changed while this call refreshed (a new setup, a delete, or another \
+             writer): the stored row was left as that writer made it, and the token this call \
+             obtained was not stored"
+        ),
         // The previous refresh token is still on the row and Entra keeps it valid, so nothing
         // is lost; the next refresh rotates again.
         Some(Ok(Err(error))) => {
@@ -124,41 +130,69 @@ pub async fn do_work(
 }
 
 /// The cache-miss path: lease, re-read, redeem, then hand the save to a task of its own so it
-/// completes even if the caller goes away.
+/// completes even if the caller goes away. The lease is renewed in the background from the
+/// moment it is taken until the save is done, so it outlives every step (Key Vault, Entra,
+/// Key Vault, the save's retries) however slow each is.
 async fn refresh(
     app: Arc<App>,
     owner: UserKey,
     save_sender: oneshot::Sender<PendingSave>,
 ) -> Result<Arc<CachedAccessToken>, FlowError> {
-    let row = acquire_lease(&app, &owner).await?;
+    let mut attempts = 0;
+    let (row, keep_alive, current_key, set, next) = loop {
+        attempts += 1;
+        let requested_at = tokio::time::Instant::now();
+        let row = acquire_lease(&app, &owner).await?;
+        let lease = Lease {
+            owner: app.instance_id.clone(),
+            duration: app.lease,
+        };
+        let keep_alive = HeldLease::new(owner.clone(), row.revision, lease, requested_at)
+            .keep_alive(app.store.clone());
+        let (stored, current_key) = match custody::open_stored(&app, &row).await {
+            Ok(opened) => opened,
+            Err(error) => {
+                drop(keep_alive);
+                release(&app, &owner).await;
+                return Err(error);
+            }
+        };
+        match custody::redeem(&app, &owner, stored).await {
+            Ok((set, next)) => break (row, keep_alive, current_key, set, next),
+            Err(FlowError::Idp(IdpError::Reauth { error, code, .. })) => {
+                drop(keep_alive);
+                let reason = code.map_or(error.clone(), |code| format!("{error}:{code}"));
+                let marked = app
+                    .store
+                    .mark_reauth_required(&owner, row.revision, &reason, &app.instance_id)
+                    .await?;
+                if marked {
+                    tracing::warn!(reason = %reason, "the stored grant is dead; marked reauth_required");
+                    app.access_tokens.invalidate(&owner).await;
+                    return Err(FlowError::ReauthRequired {
+                        reason: Some(reason),
+                    });
+                }
+                // The row moved on between our read and the mark: the user connected again
+                // (or another instance saved a newer token). The dead grant is gone; use the
+                // row as it is now.
+                tracing::info!(reason = %reason, "the grant found dead was replaced meanwhile; using the new one");
+                if attempts >= REFRESH_ATTEMPTS {
+                    return Err(FlowError::Busy);
+                }
+            }
+            Err(error) => {
+                drop(keep_alive);
+                release(&app, &owner).await;
+                return Err(error);
+            }
+        }
+    };
     let lease_owner = app.instance_id.clone();
-    let (stored, current_key) = match custody::open_stored(&app, &row).await {
-        Ok(opened) => opened,
-        Err(error) => {
-            release(&app, &owner).await;
-            return Err(error);
-        }
-    };
-    let (set, next) = match custody::redeem(&app, &owner, stored).await {
-        Ok(redeemed) => redeemed,
-        Err(FlowError::Idp(IdpError::Reauth { error, code, .. })) => {
-            let reason = code.map_or(error.clone(), |code| format!("{error}:{code}"));
-            tracing::warn!(reason = %reason, "the stored grant is dead; marking reauth_required");
-            app.store
-                .mark_reauth_required(&owner, row.revision, &reason, &lease_owner)
-                .await?;
-            app.access_tokens.invalidate(&owner).await;
-            return Err(FlowError::ReauthRequired {
-                reason: Some(reason),
-            });
-        }
-        Err(error) => {
-            release(&app, &owner).await;
-            return Err(error);
-        }
-    };
     let save_app = app.clone();
     let handle = tokio::spawn(async move {
+        // Renewals go on until the save is done.
+        let _keep_alive = keep_alive;
         // Entra already rotated the token; dropping it would lose the grant wherever redeemed
         // tokens stop working. So the latest key seals it, or the version that just opened the
         // row when that one is newer than a stale cached "latest" or "latest" is unavailable.
@@ -184,12 +218,11 @@ async fn acquire_lease(app: &App, owner: &UserKey) -> Result<TokenRecord, FlowEr
     let deadline = tokio::time::Instant::now() + LEASE_WAIT;
     let mut pause = Duration::from_millis(25);
     loop {
-        let now = Utc::now();
         let lease = Lease {
             owner: app.instance_id.clone(),
-            until: now + app.lease,
+            duration: app.lease,
         };
-        match app.store.acquire_lease(owner, &lease, now).await? {
+        match app.store.acquire_lease(owner, &lease).await? {
             LeaseAttempt::Acquired(row) => return Ok(row),
             LeaseAttempt::Missing => return Err(FlowError::NotConnected),
             LeaseAttempt::NotActive(row) => {

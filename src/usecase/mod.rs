@@ -4,6 +4,7 @@
 pub mod access_tokens;
 mod custody;
 pub mod do_work;
+mod leases;
 pub mod refresh_all;
 mod refused_rows;
 pub mod setup;

@@ -3,11 +3,15 @@
 //! A run asks Key Vault for each key's latest version once, then claims due rows in batches
 //! (the claim stamps a lease, so other instances and do-work skip them), works on them with
 //! bounded concurrency and saves each by compare-and-set. A row due only because of its key
-//! version is re-sealed without calling Entra. An Entra 429 pauses every worker of the run.
-//! No rows are claimed once the time budget is spent; claimed rows that were not started are
-//! released for the next run.
+//! version is re-sealed without calling Entra. No rows are claimed once the time budget is
+//! spent; claimed rows that were not started are released for the next run.
+//!
+//! No row or tenant starves the rest: a row that cannot be read is backed off and reported,
+//! and an Entra 429 pauses the throttled tenant's rows only (Entra throttles per tenant). A
+//! refusal of the service's own credential is the deployment's fault, not a row's: the run
+//! stops at the first one and leaves every row as it was.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,18 +23,25 @@ use futures::StreamExt as _;
 use rand::Rng as _;
 use serde::Serialize;
 
+use super::leases::HeldLease;
 use super::refused_rows::RefusedRows;
 use super::{custody, FlowError};
 use crate::app::App;
 use crate::idp::IdpError;
 use crate::keys::VersionedKey;
-use crate::store::{DueClaim, GrantSave, Lease, SealedGrant, TokenRecord};
+use crate::store::{Claimed, CorruptRow, DueClaim, Failure, GrantSave, Lease, RowId};
+use crate::store::{SealedGrant, TokenRecord};
 
 /// Longest back-off after repeated transient failures of one row.
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 /// Most rows saved in one transaction.
 const SAVE_BATCH: usize = 128;
+/// A tenant's pause at most this long is waited out by its rows; a longer one defers them to
+/// the end of the pause, so they hold no worker meanwhile.
+const SHORT_PAUSE: Duration = Duration::from_secs(10);
+/// Pause after a 429 without a usable Retry-After.
+const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
 
 /// How a run is bounded.
 #[derive(Clone, Debug)]
@@ -96,11 +107,17 @@ impl Counters {
     }
 }
 
+/// A claimed row and the lease the claim stamped on it.
+struct Leased {
+    row: TokenRecord,
+    lease: HeldLease,
+}
+
 /// What one of a key's concurrent tasks finished.
 enum Done {
     /// A row's work up to its save.
     Row(Worked),
-    Claimed(Result<Vec<TokenRecord>, FlowError>),
+    Claimed(Result<(Claimed, tokio::time::Instant), FlowError>),
     /// A batch of saves was committed, or failed as a whole.
     Saved(Vec<Sealed>, Result<Vec<bool>, FlowError>),
 }
@@ -135,12 +152,13 @@ struct Run<'a> {
     owner: String,
     started: Instant,
     deadline: Instant,
-    refreshed_before: DateTime<Utc>,
+    /// Rows older than this are due for a refresh; `None`: re-seals only.
+    refresh_after: Option<Duration>,
     counters: Counters,
-    /// Entra asked us to slow down until then (shared by every worker).
-    paused_until: Mutex<Option<Instant>>,
-    /// Set when Entra's pause outlasts the budget: claiming more rows would only spin.
-    stopped: AtomicBool,
+    /// Tenants Entra asked us to leave alone, until when.
+    paused: Mutex<HashMap<String, Instant>>,
+    /// Set at the first refusal of the service's own credential: nothing more is tried.
+    credential_refused: AtomicBool,
     /// Rows whose key version Key Vault refuses, held until the run ends.
     refused: RefusedRows,
 }
@@ -152,26 +170,22 @@ pub async fn run(
     progress: &(dyn Fn(&Summary) + Sync),
 ) -> Result<Summary, FlowError> {
     let started = Instant::now();
-    let refreshed_before = if options.reseal_only {
-        DateTime::<Utc>::UNIX_EPOCH
-    } else {
-        Utc::now() - app.refresh.after
-    };
+    let refresh_after = (!options.reseal_only).then_some(app.refresh.after);
     let run = Run {
         app,
         owner: format!("{}/timer/{}", app.instance_id, uuid::Uuid::new_v4()),
         started,
         deadline: started + options.time_budget,
-        refreshed_before,
+        refresh_after,
         options,
         counters: Counters::default(),
-        paused_until: Mutex::new(None),
-        stopped: AtomicBool::new(false),
+        paused: Mutex::new(HashMap::new()),
+        credential_refused: AtomicBool::new(false),
         refused: RefusedRows::default(),
     };
     let mut first_error = None;
     for key_name in app.store.key_names().await? {
-        if Instant::now() >= run.deadline || run.stopped.load(Ordering::Relaxed) {
+        if Instant::now() >= run.deadline || run.credential_refused.load(Ordering::Relaxed) {
             break;
         }
         // Once per key and run: a rotation reaches every row in the next run.
@@ -217,7 +231,7 @@ impl Run<'_> {
         // Saves are batched: one transaction at a time takes every row sealed meanwhile, so a
         // worker moves on to its next row instead of waiting for its own commit.
         let mut tasks: FuturesUnordered<BoxFuture<'_, Done>> = FuturesUnordered::new();
-        let mut queue: VecDeque<TokenRecord> = VecDeque::new();
+        let mut queue: VecDeque<Leased> = VecDeque::new();
         let mut sealed: Vec<Sealed> = Vec::new();
         let (mut working, mut claiming, mut saving, mut exhausted) = (0usize, false, false, false);
         let mut failed = None;
@@ -241,7 +255,7 @@ impl Run<'_> {
                 && !exhausted
                 && queue.len() < concurrency
                 && Instant::now() < self.deadline
-                && !self.stopped.load(Ordering::Relaxed)
+                && !self.credential_refused.load(Ordering::Relaxed)
             {
                 claiming = true;
                 tasks.push(Box::pin(async move {
@@ -281,10 +295,24 @@ impl Run<'_> {
                         working += 1;
                     }
                 }
-                Some(Done::Claimed(Ok(rows))) => {
+                Some(Done::Claimed(Ok((batch, requested_at)))) => {
                     claiming = false;
-                    exhausted = rows.is_empty();
-                    queue.extend(rows);
+                    exhausted = batch.rows.is_empty() && batch.corrupt.is_empty();
+                    queue.extend(batch.rows.into_iter().map(|row| Leased {
+                        lease: HeldLease::new(
+                            row.key.clone(),
+                            row.revision,
+                            self.lease(),
+                            requested_at,
+                        ),
+                        row,
+                    }));
+                    for corrupt in batch.corrupt {
+                        working += 1;
+                        tasks.push(Box::pin(async move {
+                            Done::Row(Worked::Finished(self.corrupt(&corrupt).await))
+                        }));
+                    }
                 }
                 Some(Done::Claimed(Err(error))) => {
                     // Rows already claimed are still worked on; no new claims.
@@ -298,9 +326,38 @@ impl Run<'_> {
     }
 
     /// Works on one claimed row up to its save.
-    async fn work(&self, row: TokenRecord, latest: &VersionedKey) -> Worked {
+    async fn work(&self, leased: Leased, latest: &VersionedKey) -> Worked {
         self.counters.examined.fetch_add(1, Ordering::Relaxed);
-        self.row(row, latest).await
+        self.row(leased, latest).await
+    }
+
+    /// A claimed row that cannot be read: backed off like a failed one, so it does not come
+    /// first in every later claim, and reported by its raw ids.
+    async fn corrupt(&self, row: &CorruptRow) -> Outcome {
+        self.counters.examined.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            alert = true,
+            tenant.id = ?row.tenant_id,
+            user.id = ?row.user_id,
+            reason = %row.reason,
+            "a stored row cannot be read; backing it off: an operator must repair or delete it"
+        );
+        self.record_failure(
+            RowId::from(row),
+            row.revision,
+            row.failure_count,
+            "corrupt_row",
+        )
+        .await;
+        Outcome::Failed
+    }
+
+    /// The lease every claim and renewal of this run asks for.
+    fn lease(&self) -> Lease {
+        Lease {
+            owner: self.owner.clone(),
+            duration: self.app.lease,
+        }
     }
 
     fn count(&self, outcome: Outcome, progress: &(dyn Fn(&Summary) + Sync)) {
@@ -329,55 +386,78 @@ impl Run<'_> {
         custody::save_batch(self.app, &saves, &self.owner).await
     }
 
-    /// Claims up to `limit` due rows of `latest`'s key, stamping this run's lease on them.
+    /// Claims up to `limit` due rows of `latest`'s key, stamping this run's lease on them;
+    /// also says when the claim left (the leases run at least the lease duration from then).
     async fn claim(
         &self,
         latest: &VersionedKey,
         limit: i64,
-    ) -> Result<Vec<TokenRecord>, FlowError> {
-        let now = Utc::now();
+    ) -> Result<(Claimed, tokio::time::Instant), FlowError> {
         let claim = DueClaim {
             key_name: latest.name.clone(),
             latest_version: latest.version.clone(),
-            refreshed_before: self.refreshed_before,
-            now,
-            lease: Lease {
-                owner: self.owner.clone(),
-                until: now + self.app.lease,
-            },
+            refresh_after: self.refresh_after,
+            lease: self.lease(),
             limit,
         };
-        Ok(self.app.store.claim_due(&claim).await?)
+        let requested_at = tokio::time::Instant::now();
+        Ok((self.app.store.claim_due(&claim).await?, requested_at))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant.id = %row.key.tenant_id, user.id = %row.key.user_id))]
-    async fn row(&self, row: TokenRecord, latest: &VersionedKey) -> Worked {
-        let due_by_age = row.refreshed_at < self.refreshed_before;
-        if Instant::now() >= self.deadline || (due_by_age && !self.wait_for_entra().await) {
+    #[tracing::instrument(skip_all, fields(tenant.id = %leased.row.key.tenant_id, user.id = %leased.row.key.user_id))]
+    async fn row(&self, leased: Leased, latest: &VersionedKey) -> Worked {
+        let Leased { row, mut lease } = leased;
+        let due_by_age = self.due_by_age(&row, latest);
+        if Instant::now() >= self.deadline || self.credential_refused.load(Ordering::Relaxed) {
             self.release(&row).await;
             return Worked::Finished(Outcome::Skipped);
         }
+        if due_by_age {
+            if let Some(outcome) = self.wait_for_tenant(&row).await {
+                return Worked::Finished(outcome);
+            }
+        }
         let result = if due_by_age {
-            self.refresh(&row, latest).await
+            self.refresh(&row, &mut lease, latest).await
         } else {
             custody::open_stored(self.app, &row)
                 .await
                 .and_then(|(stored, current)| {
                     custody::seal_with(custody::newest(latest, &current), &row.key, &stored)
                 })
-                .map(|grant| (grant, None))
+                .map(|grant| Some((grant, None)))
         };
         let error = match result {
-            Ok((grant, refreshed_at)) => {
+            Ok(Some((grant, refreshed_at))) => {
                 return Worked::Sealed(Box::new(Sealed {
                     row,
                     grant,
                     refreshed_at,
                 }))
             }
+            // The lease could not be renewed: the row moved on or is someone else's now.
+            Ok(None) => return Worked::Finished(Outcome::Skipped),
             Err(error) => error,
         };
-        Worked::Finished(match error {
+        Worked::Finished(self.failed(&row, error).await)
+    }
+
+    /// Whether a claimed row is to be redeemed (due by age) or only re-sealed. The claim
+    /// judged by the database's clock; a row already on the latest version can only have been
+    /// claimed for its age, whatever this instance's clock says (re-sealing it would change
+    /// nothing and leave it due: the next claim would take it again).
+    fn due_by_age(&self, row: &TokenRecord, latest: &VersionedKey) -> bool {
+        let Some(after) = self.refresh_after else {
+            return false;
+        };
+        row.key_version == latest.version
+            || chrono::Duration::from_std(after)
+                .is_ok_and(|after| row.refreshed_at < Utc::now() - after)
+    }
+
+    /// What happens to a row whose work failed with `error`.
+    async fn failed(&self, row: &TokenRecord, error: FlowError) -> Outcome {
+        match error {
             FlowError::Idp(IdpError::Reauth { error, code, .. }) => {
                 let reason = code.map_or(error.clone(), |code| format!("{error}:{code}"));
                 tracing::warn!(reason = %reason, "grant is dead; marking reauth_required");
@@ -400,70 +480,139 @@ impl Run<'_> {
                 Outcome::Failed
             }
             FlowError::KeyVersionUnavailable { .. } => Outcome::Skipped,
-            error => {
-                if let FlowError::Idp(IdpError::Throttled { retry_after }) = &error {
-                    self.pause(retry_after.unwrap_or(Duration::from_secs(5)));
+            FlowError::Idp(error) if error.refuses_the_service() => {
+                // The deployment's fault: every other row would get the same answer.
+                if !self.credential_refused.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        alert = true,
+                        entra.error = %error.code(),
+                        "Entra ID refuses the service's own credential: the refresh run stops and leaves every row as it was; fix the app registration's secret, certificate or federated credential"
+                    );
                 }
-                self.back_off(&row, &error_code(&error)).await;
+                self.release(row).await;
+                Outcome::Skipped
+            }
+            FlowError::Idp(IdpError::Throttled { retry_after }) => {
+                let pause = retry_after.unwrap_or(DEFAULT_PAUSE);
+                self.pause_tenant(row, pause);
+                // Not the row's fault: it waits for the end of the pause, no longer.
+                self.defer(row, pause, "throttled").await;
                 Outcome::Failed
             }
-        })
-    }
-
-    /// Redeems the row's grant and seals the new one under the latest key.
-    async fn refresh(
-        &self,
-        row: &TokenRecord,
-        latest: &VersionedKey,
-    ) -> Result<(SealedGrant, Option<DateTime<Utc>>), FlowError> {
-        let (stored, current) = custody::open_stored(self.app, row).await?;
-        let (_set, next) = custody::redeem(self.app, &row.key, stored).await?;
-        let grant = custody::seal_with(custody::newest(latest, &current), &row.key, &next)?;
-        Ok((grant, Some(Utc::now())))
-    }
-
-    /// Waits out an Entra pause; `false` when it outlasts the budget.
-    async fn wait_for_entra(&self) -> bool {
-        let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-        match until {
-            Some(until) if until >= self.deadline => {
-                self.stopped.store(true, Ordering::Relaxed);
-                false
+            error => {
+                if let FlowError::Crypto(_) = &error {
+                    tracing::error!(
+                        alert = true,
+                        key.name = %row.key_name,
+                        key.version = %row.key_version,
+                        "a stored token does not open; backing the row off: an operator must look"
+                    );
+                }
+                self.back_off(row, &error_code(&error)).await;
+                Outcome::Failed
             }
-            Some(until) if until > Instant::now() => {
-                tokio::time::sleep_until(until.into()).await;
-                true
-            }
-            _ => true,
         }
     }
 
-    fn pause(&self, retry_after: Duration) {
+    /// Redeems the row's grant and seals the new one under the latest key. `Ok(None)` when the
+    /// row's lease could not be renewed before the redeem.
+    async fn refresh(
+        &self,
+        row: &TokenRecord,
+        lease: &mut HeldLease,
+        latest: &VersionedKey,
+    ) -> Result<Option<(SealedGrant, Option<DateTime<Utc>>)>, FlowError> {
+        let (stored, current) = custody::open_stored(self.app, row).await?;
+        // A row that waited in the queue (behind a pause, a slow Key Vault) may be near the end
+        // of the lease its claim stamped. The lease must outlive the redeem and the save, or
+        // another instance could redeem the same token meanwhile: renew it unless it still
+        // runs for the Entra timeout plus the lease's margin (at least 5 s) over two timeouts.
+        let needed = self
+            .app
+            .lease
+            .saturating_sub(self.app.entra_settings.timeout);
+        if !lease.ensure(self.app.store.as_ref(), needed).await? {
+            tracing::info!("the row moved on or changed hands while queued; leaving it");
+            return Ok(None);
+        }
+        let (_set, next) = custody::redeem(self.app, &row.key, stored).await?;
+        let grant = custody::seal_with(custody::newest(latest, &current), &row.key, &next)?;
+        Ok(Some((grant, Some(Utc::now()))))
+    }
+
+    /// Before a row of a throttled tenant calls Entra: waits out a short pause, defers the
+    /// row to the end of a long one. `Some` when the row is done for this run.
+    async fn wait_for_tenant(&self, row: &TokenRecord) -> Option<Outcome> {
+        let until = self
+            .paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(row.key.tenant_id.as_str())
+            .copied()?;
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        if left <= SHORT_PAUSE && until < self.deadline {
+            tokio::time::sleep_until(until.into()).await;
+            return None;
+        }
+        self.defer(row, left, "throttled").await;
+        Some(Outcome::Skipped)
+    }
+
+    fn pause_tenant(&self, row: &TokenRecord, retry_after: Duration) {
         let until = Instant::now() + retry_after;
-        let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-        if paused.is_none_or(|current| current < until) {
+        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        let current = paused
+            .entry(row.key.tenant_id.as_str().to_owned())
+            .or_insert(until);
+        if *current <= until {
             tracing::warn!(
                 retry_after_s = retry_after.as_secs(),
-                "Entra throttles; pausing the run"
+                "Entra throttles this tenant; pausing its rows"
             );
-            *paused = Some(until);
+            *current = until;
+        }
+    }
+
+    /// Leaves the row alone until `pause` from now, without counting a failure.
+    async fn defer(&self, row: &TokenRecord, pause: Duration, code: &str) {
+        let failure = Failure {
+            row: RowId::from(&row.key),
+            expected_revision: row.revision,
+            owner: &self.owner,
+            error_code: code,
+            retry_in: pause,
+            counts: false,
+        };
+        if let Err(error) = self.app.store.record_failure(&failure).await {
+            tracing::error!(error = %error, "failed to defer the row; the lease will expire");
         }
     }
 
     async fn back_off(&self, row: &TokenRecord, code: &str) {
-        let exponent = row.failure_count.clamp(0, 16) as u32;
-        let delay = FIRST_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF);
-        // ±20 % jitter so rows that failed together do not come back together.
-        let jitter = rand::thread_rng().gen_range(0.8..1.2);
-        let next_attempt_at = Utc::now() + delay.mul_f64(jitter);
         tracing::warn!(error.code = %code, failures = row.failure_count + 1, "refresh failed; backing off");
-        if let Err(error) = self
-            .app
-            .store
-            .record_failure(&row.key, &self.owner, code, next_attempt_at)
-            .await
-        {
-            tracing::error!(error = %error, "failed to record the failure; the lease will expire");
+        self.record_failure(RowId::from(&row.key), row.revision, row.failure_count, code)
+            .await;
+    }
+
+    /// Counts a failure on the row and backs it off exponentially in its failures.
+    async fn record_failure(&self, row: RowId<'_>, revision: i64, failures: i32, code: &str) {
+        let failure = Failure {
+            row,
+            expected_revision: revision,
+            owner: &self.owner,
+            error_code: code,
+            retry_in: backoff(failures),
+            counts: true,
+        };
+        match self.app.store.record_failure(&failure).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!("the row moved on meanwhile; no back-off recorded"),
+            Err(error) => {
+                tracing::error!(error = %error, "failed to record the failure; the lease will expire")
+            }
         }
     }
 
@@ -472,6 +621,14 @@ impl Run<'_> {
             tracing::warn!(error = %error, "failed to release a lease; it will expire");
         }
     }
+}
+
+/// The back-off after `failures` earlier failures: doubling from a minute up to a day, with
+/// ±20 % jitter so rows that failed together do not come back together.
+fn backoff(failures: i32) -> Duration {
+    let exponent = failures.clamp(0, 16) as u32;
+    let delay = FIRST_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF);
+    delay.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
 }
 
 /// The machine code recorded on a row that failed with `error`.

@@ -384,9 +384,20 @@ impl TestApp {
         count: usize,
         refreshed_at: chrono::DateTime<chrono::Utc>,
     ) -> Vec<String> {
+        self.seed_users_of(&self.tenant(), count, refreshed_at)
+            .await
+    }
+
+    /// Like [`Self::seed_users`], for users of tenant `tid`.
+    pub(crate) async fn seed_users_of(
+        &self,
+        tid: &str,
+        count: usize,
+        refreshed_at: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<String> {
         let oids: Vec<String> = (0..count).map(|_| new_user()).collect();
-        let tokens = self.stack.entra.issue_refresh_tokens(&self.tenant(), &oids);
-        let tenant = obo_vault::domain::TenantId::parse(&self.tenant()).unwrap();
+        let tokens = self.stack.entra.issue_refresh_tokens(tid, &oids);
+        let tenant = obo_vault::domain::TenantId::parse(tid).unwrap();
         let key = self
             .app
             .keys
@@ -398,7 +409,10 @@ impl TestApp {
             version: &key.version,
         };
         for (oid, token) in oids.iter().zip(tokens) {
-            let owner = self.key(oid);
+            let owner = obo_vault::domain::UserKey {
+                tenant_id: tenant.clone(),
+                user_id: obo_vault::domain::UserId::parse(oid).unwrap(),
+            };
             let sealed = obo_vault::crypto::seal(
                 &obo_vault::domain::RefreshToken::new(token),
                 &owner,

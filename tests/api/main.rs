@@ -13,3 +13,4 @@ mod leaks;
 mod setup;
 mod tenancy;
 mod timer;
+mod timer_isolation;

@@ -84,6 +84,17 @@ fn answer_token_request(
         }
         Outcome::Drop(response) => return response,
     }
+    let throttled = state
+        .grants
+        .lock()
+        .throttled_tenants
+        .get(&tenant.to_ascii_lowercase())
+        .copied();
+    if let Some(retry_after_secs) = throttled {
+        state.counters.failed_grants.fetch_add(1, Ordering::Relaxed);
+        return EntraError::injected(StatusCode::TOO_MANY_REQUESTS, Some(retry_after_secs))
+            .into_response();
+    }
     let form = Form::parse(body);
     match grant(state, tenant, headers, &form) {
         Ok((grant, body)) => {

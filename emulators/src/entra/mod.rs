@@ -122,6 +122,8 @@ struct Grants {
     app_roles: HashMap<String, Vec<String>>,
     strict_single_use: bool,
     omit_refresh_token_next: u32,
+    /// Tenants whose token requests answer 429, with the Retry-After in seconds.
+    throttled_tenants: HashMap<String, u64>,
 }
 
 impl Grants {
@@ -372,6 +374,30 @@ impl EntraEmulator {
     /// new refresh token (see [`Self::omit_refresh_token_next`]) does not use the token up.
     pub fn set_strict_single_use(&self, on: bool) {
         self.state.grants.lock().strict_single_use = on;
+    }
+
+    /// Answers every token request for tenant `tid` with `429` (AADSTS90055
+    /// `TenantThrottlingError`) and `Retry-After: {retry_after_secs}`, until
+    /// [`Self::clear_tenant_throttling`]; other tenants are served as usual. Entra's request
+    /// limits are per tenant (<https://learn.microsoft.com/en-us/entra/external-id/customers/reference-service-limits>
+    /// lists them per tenant; AADSTS90055 is the tenant's throttling error), and a throttled
+    /// token request answers 429 with `Retry-After`
+    /// (<https://learn.microsoft.com/en-us/entra/msal/dotnet/advanced/client-and-server-throttling>).
+    pub fn throttle_tenant(&self, tid: &str, retry_after_secs: u64) {
+        self.state
+            .grants
+            .lock()
+            .throttled_tenants
+            .insert(tid.to_ascii_lowercase(), retry_after_secs);
+    }
+
+    /// Lifts [`Self::throttle_tenant`] for `tid`.
+    pub fn clear_tenant_throttling(&self, tid: &str) {
+        self.state
+            .grants
+            .lock()
+            .throttled_tenants
+            .remove(&tid.to_ascii_lowercase());
     }
 
     /// The next `n` successful refresh grants answer without a `refresh_token`.
