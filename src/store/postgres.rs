@@ -22,6 +22,21 @@ use crate::domain::UserKey;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Server-side bounds on every pooled session, so a stuck statement or a black-holed
+/// connection cannot hold a request or a timer run past its budget: the server cancels a
+/// statement after 30 s (every statement here is a short indexed one) and ends a session
+/// left idle inside a transaction; its TCP keepalive probes (after 60 s idle, every 10 s,
+/// 3 unanswered end it) keep idle flows alive through load balancers and notice a vanished
+/// client. (sqlx offers no client-side socket options; the pool's idle timeout and
+/// acquire-time check cover the client side.)
+const SESSION_SETTINGS: [(&str, &str); 5] = [
+    ("statement_timeout", "30s"),
+    ("idle_in_transaction_session_timeout", "60s"),
+    ("tcp_keepalives_idle", "60"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "3"),
+];
+
 /// Sealed refresh tokens in Postgres.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
@@ -81,16 +96,27 @@ impl PostgresStore {
     /// Opens a pool on `url` and brings the schema up to date. Connections are made lazily,
     /// but the migration needs one, so an unreachable server fails here.
     pub async fn open(url: &SecretString) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url.expose_secret())
+        let base = PgConnectOptions::from_str(url.expose_secret())
             .map_err(StoreError::from)?
             .application_name("obo-vault");
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options);
-        // sqlx holds an advisory lock while migrating, so instances starting together wait
-        // for each other instead of racing.
-        MIGRATOR.run(&pool).await.map_err(super::migrate_error)?;
+            // Closed before a load balancer or NAT forgets an idle flow (Azure drops idle
+            // flows silently after about 4 minutes), so no request inherits a dead connection.
+            .idle_timeout(Duration::from_secs(120))
+            .max_lifetime(Duration::from_secs(30 * 60))
+            .connect_lazy_with(base.clone().options(SESSION_SETTINGS));
+        // Migrations run on a connection of their own, without the statement timeout: a
+        // future migration may rightly take longer than any request statement. sqlx holds an
+        // advisory lock while migrating, so instances starting together wait for each other.
+        let migrating = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(base);
+        let migrated = MIGRATOR.run(&migrating).await;
+        migrating.close().await;
+        migrated.map_err(super::migrate_error)?;
         Ok(Self { pool })
     }
 
@@ -179,3 +205,27 @@ impl Steps for PostgresStore {
 }
 
 token_store_impl!(PostgresStore);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pooled_sessions_carry_the_timeouts_and_keepalives() {
+        super::super::harness::with_postgres(|url| async move {
+            let store = PostgresStore::open(&url).await.expect("open");
+            for (name, value) in [
+                ("statement_timeout", "30s"),
+                ("idle_in_transaction_session_timeout", "1min"),
+                ("tcp_keepalives_idle", "60"),
+            ] {
+                let shown: String = sqlx::query_scalar(&format!("SHOW {name}"))
+                    .fetch_one(&store.pool)
+                    .await
+                    .expect("show");
+                assert_eq!(shown, value, "{name}");
+            }
+        })
+        .await;
+    }
+}

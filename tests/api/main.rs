@@ -10,6 +10,7 @@ mod hostile;
 mod invocation;
 mod key_versions;
 mod leaks;
+mod leases;
 mod setup;
 mod tenancy;
 mod timer;
