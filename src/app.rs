@@ -79,7 +79,8 @@ impl App {
                 settings.entra.authority_host.clone(),
                 settings.entra.client_id.clone(),
                 settings.entra.allowed_tenants.clone(),
-            ),
+            )
+            .refreshing_keys_every(settings.entra.signing_keys_refresh),
             entra: EntraClient::new(
                 entra_http,
                 settings.entra.authority_host.clone(),

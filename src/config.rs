@@ -58,6 +58,9 @@ pub struct EntraSettings {
     pub workload_role: String,
     /// `OBOVAULT_ENTRA_TIMEOUT`: overall timeout of one call to Entra.
     pub timeout: Duration,
+    /// `OBOVAULT_SIGNING_KEYS_REFRESH`: age at which Entra's metadata and signing keys are
+    /// fetched again.
+    pub signing_keys_refresh: Duration,
 }
 
 /// How the app proves itself to Entra.
@@ -331,6 +334,7 @@ impl EntraSettings {
             setup_scope: env.or("OBOVAULT_SETUP_SCOPE", "access_as_user").to_owned(),
             workload_role: env.or("OBOVAULT_WORKLOAD_ROLE", "OboVault.Act").to_owned(),
             timeout: env.duration("OBOVAULT_ENTRA_TIMEOUT", "15s")?,
+            signing_keys_refresh: env.duration("OBOVAULT_SIGNING_KEYS_REFRESH", "24h")?,
         })
     }
 }
@@ -547,6 +551,10 @@ mod tests {
         assert_eq!(settings.refresh.concurrency, 16);
         assert_eq!(settings.refresh.time_budget, Duration::from_secs(240));
         assert_eq!(settings.entra.setup_scope, "access_as_user");
+        assert_eq!(
+            settings.entra.signing_keys_refresh,
+            Duration::from_secs(86_400)
+        );
         assert_eq!(settings.entra.workload_role, "OboVault.Act");
         assert_eq!(settings.downstream.allowed_paths, vec!["/me"]);
         assert_eq!(
@@ -616,6 +624,10 @@ mod tests {
                 "OBOVAULT_KEY_AUTO_CREATE",
             ),
             (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (
+                &[("OBOVAULT_SIGNING_KEYS_REFRESH", "0s")],
+                "OBOVAULT_SIGNING_KEYS_REFRESH",
+            ),
             (
                 &[("OBOVAULT_WORKLOAD_TENANTS", "*")],
                 "OBOVAULT_WORKLOAD_TENANTS",

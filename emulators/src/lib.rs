@@ -28,8 +28,8 @@ mod tls;
 pub use client_certificate::ClientCertificate;
 pub use downstream::{DownstreamEmulator, DownstreamStats};
 pub use entra::{
-    AppTokenSpec, EntraEmulator, EntraStats, FederatedCredential, TokenVersion, UserTokenSpec,
-    TEST_CLIENT_APP_ID,
+    AppTokenSpec, EntraEmulator, EntraStats, FederatedCredential, MetadataRequests, TokenVersion,
+    UserTokenSpec, TEST_CLIENT_APP_ID,
 };
 pub use faults::{Fault, FaultKind};
 pub use key_vault::{KeyVaultEmulator, KeyVaultStats};

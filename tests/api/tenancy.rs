@@ -226,3 +226,153 @@ mod both_tenants_listed {
         a_listed_tenants_workload_acts_for_its_own_users_only,
     );
 }
+
+fn any_tenant() -> Vec<(String, String)> {
+    vec![("OBOVAULT_ALLOWED_TENANTS".into(), "*".into())]
+}
+
+/// `*`, with keys refreshed after `age` (so a test can see a refresh happen).
+fn any_tenant_refreshing_keys_every(age: &str) -> Vec<(String, String)> {
+    let mut settings = any_tenant();
+    settings.push(("OBOVAULT_SIGNING_KEYS_REFRESH".into(), age.into()));
+    settings
+}
+
+fn random_tenant() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The payload of a JWT.
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The token's claims signed by a key Entra never published, under Entra's current `kid`
+/// (`unknown_kid`: under a `kid` Entra never published, by Entra's current key).
+fn forge(app: &TestApp, genuine: &str, unknown_kid: bool) -> String {
+    let claims = claims_of(genuine);
+    if unknown_kid {
+        let header = json!({"kid": uuid::Uuid::new_v4().simple().to_string()});
+        app.stack
+            .entra
+            .sign_raw(header, claims, emulators::SignWith::Current)
+    } else {
+        app.stack
+            .entra
+            .sign_raw(json!({}), claims, emulators::SignWith::Foreign)
+    }
+}
+
+async fn forged_tokens_naming_random_tenants_are_refused_without_fetching_for_them(app: TestApp) {
+    let entra = &app.stack.entra;
+    // A genuine token of a tenant never seen before works, from the common metadata alone.
+    let newcomer = random_tenant();
+    connect(&app, &newcomer).await;
+    assert_eq!(entra.metadata_requests(&newcomer), Default::default());
+    assert_eq!(
+        entra
+            .metadata_requests_by_tenant()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["common"]
+    );
+    // Let the keys go stale and the refetch gate open (OBOVAULT_SIGNING_KEYS_REFRESH=8s), so
+    // that unknown kids could cause refetches.
+    tokio::time::sleep(std::time::Duration::from_millis(8_300)).await;
+    entra.reset_stats();
+    let tenants: Vec<String> = (0..30).map(|_| random_tenant()).collect();
+    let answers = futures::future::join_all(tenants.iter().enumerate().map(|(n, tenant)| {
+        let app = &app;
+        async move {
+            // Unknown kids first, so one of them finds the gate open.
+            let unknown_kid = n < 15;
+            if n % 3 == 0 {
+                let genuine = workload(app, tenant, SECOND_WORKLOAD);
+                act(app, &forge(app, &genuine, unknown_kid), tenant, &new_user()).await
+            } else {
+                let spec = UserTokenSpec::new(tenant.as_str(), new_user());
+                let genuine = app.stack.entra.mint_user_token(&spec);
+                app.post_setup(&forge(app, &genuine, unknown_kid)).await
+            }
+        }
+    }))
+    .await;
+    for answer in answers {
+        assert_eq!(answer.status(), 401);
+        let challenge = answer.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(challenge.contains("invalid_token"), "{challenge}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_token");
+    }
+    for tenant in &tenants {
+        assert_eq!(
+            entra.metadata_requests(tenant),
+            Default::default(),
+            "{tenant}"
+        );
+    }
+    let fetched = entra.metadata_requests_by_tenant();
+    assert!(
+        fetched.keys().all(|tenant| tenant == "common"),
+        "{fetched:?}"
+    );
+    let common = entra.metadata_requests("common");
+    assert!(common.jwks <= 1, "at most one key-set refetch: {common:?}");
+    let stats = entra.stats();
+    assert_eq!((stats.obo_grants, stats.refresh_grants), (0, 0));
+}
+
+async fn a_metadata_outage_keeps_serving_with_the_last_good_keys(app: TestApp) {
+    let entra = &app.stack.entra;
+    let tenant = random_tenant();
+    let oid = connect(&app, &tenant).await;
+    let user_token = || entra.mint_user_token(&UserTokenSpec::new(tenant.as_str(), oid.as_str()));
+    let old_key_token = user_token();
+    entra.inject_metadata_fault(emulators::Fault::always(emulators::FaultKind::Status(503)));
+    let before = entra.metadata_requests("common");
+    // The keys go stale (OBOVAULT_SIGNING_KEYS_REFRESH=2s); their refresh fails.
+    tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
+    let mut attempts = before;
+    for _ in 0..100 {
+        assert_eq!(app.get_setup(&user_token()).await.status(), 200);
+        attempts = entra.metadata_requests("common");
+        if attempts.discovery > before.discovery {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(attempts.discovery > before.discovery, "a refresh was tried");
+    assert_eq!(app.get_setup(&user_token()).await.status(), 200);
+    assert_acts(&app, &app.workload_token(), &tenant, &oid).await;
+    // A key that appeared during the outage cannot be checked yet: 503, not 401.
+    entra.rotate_signing_key();
+    let response = app.get_setup(&user_token()).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(app.get_setup(&old_key_token).await.status(), 200);
+    // Entra is back: the new key is fetched and accepted.
+    entra.clear_metadata_faults();
+    tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
+    assert_eq!(app.get_setup(&user_token()).await.status(), 200);
+    assert_eq!(app.get_setup(&old_key_token).await.status(), 200);
+}
+
+mod any_tenant_with_quick_refresh {
+    on_both_backends_with!(crate::tenancy::any_tenant_refreshing_keys_every("8s");
+        forged_tokens_naming_random_tenants_are_refused_without_fetching_for_them,
+    );
+}
+
+mod any_tenant_during_an_outage {
+    on_both_backends_with!(crate::tenancy::any_tenant_refreshing_keys_every("2s");
+        a_metadata_outage_keeps_serving_with_the_last_good_keys,
+    );
+}

@@ -1,5 +1,6 @@
-//! The Entra ID emulator: OIDC discovery, JWKS, the v2.0 token endpoint (OBO, refresh token,
-//! client credentials) and token minting for tests.
+//! The Entra ID emulator: OIDC discovery and JWKS (tenant-specific and the multi-tenant
+//! `common`/`organizations` documents, counted per tenant, with injectable outages), the v2.0
+//! token endpoint (OBO, refresh token, client credentials) and token minting for tests.
 //!
 //! [`EntraEmulator`] is a cheap, cloneable handle; the server and every clone share one state.
 //! Tests steer it (revocation, interaction required, faults, key rotation) through the handle
@@ -12,7 +13,7 @@ mod routes;
 mod tokens;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -98,6 +99,23 @@ impl Counters {
     }
 }
 
+/// Metadata requests that arrived for one tenant path segment (a tenant id, `common`, or
+/// whatever a caller put there), served or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetadataRequests {
+    /// OpenID configuration requests (v1 and v2).
+    pub discovery: u64,
+    /// JWKS requests (v1 and v2 paths).
+    pub jwks: u64,
+}
+
+/// Which metadata document a request asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Document {
+    Discovery,
+    Jwks,
+}
+
 /// A user, as Entra keys refresh tokens: (tenant id, object id).
 type UserKey = (String, String);
 
@@ -157,7 +175,11 @@ struct EntraState {
     host: String,
     keys: Arc<KeyStore>,
     faults: Faults,
+    /// Faults of the OpenID configuration and JWKS routes (an Entra metadata outage).
+    metadata_faults: Faults,
     counters: Counters,
+    /// Metadata requests per tenant path segment (lower-cased).
+    metadata_requests: Mutex<BTreeMap<String, MetadataRequests>>,
     grants: Mutex<Grants>,
     /// Certificates and federated credentials registered on the app.
     credentials: Mutex<client_auth::AppCredentials>,
@@ -190,6 +212,16 @@ impl EntraState {
 
     fn remember(&self, secret: String) {
         self.issued.lock().push(secret);
+    }
+
+    /// Counts a metadata request for the tenant path segment as it arrived.
+    fn count_metadata_request(&self, tenant: &str, document: Document) {
+        let mut requests = self.metadata_requests.lock();
+        let entry = requests.entry(tenant.to_owned()).or_default();
+        match document {
+            Document::Discovery => entry.discovery += 1,
+            Document::Jwks => entry.jwks += 1,
+        }
     }
 }
 
@@ -231,7 +263,9 @@ impl EntraEmulator {
             host: config.host,
             keys: config.keys,
             faults: Faults::default(),
+            metadata_faults: Faults::default(),
             counters: Counters::default(),
+            metadata_requests: Mutex::new(BTreeMap::new()),
             grants: Mutex::new(Grants::default()),
             credentials: Mutex::new(client_auth::AppCredentials::default()),
             issued: Mutex::new(Vec::new()),
@@ -437,9 +471,37 @@ impl EntraEmulator {
         self.state.counters.snapshot()
     }
 
-    /// Sets every counter to zero.
+    /// Sets every counter to zero, the per-tenant metadata counts too.
     pub fn reset_stats(&self) {
         self.state.counters.reset();
+        self.state.metadata_requests.lock().clear();
+    }
+
+    /// Metadata requests (OpenID configuration, JWKS) that arrived for `tenant` (a tenant id or
+    /// `common`, compared lower-cased) since start or the last reset, answered or not.
+    pub fn metadata_requests(&self, tenant: &str) -> MetadataRequests {
+        self.state
+            .metadata_requests
+            .lock()
+            .get(&tenant.to_ascii_lowercase())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Every tenant path segment metadata was requested for, with its counts.
+    pub fn metadata_requests_by_tenant(&self) -> BTreeMap<String, MetadataRequests> {
+        self.state.metadata_requests.lock().clone()
+    }
+
+    /// Queues a fault for the next `fault.times` OpenID configuration and JWKS requests (an
+    /// Entra metadata outage); [`FaultKind::InvalidClient`](crate::FaultKind) answers 500 here.
+    pub fn inject_metadata_fault(&self, fault: Fault) {
+        self.state.metadata_faults.inject(fault);
+    }
+
+    /// Drops every queued metadata fault.
+    pub fn clear_metadata_faults(&self) {
+        self.state.metadata_faults.clear();
     }
 
     /// Issues valid refresh tokens for many users of a tenant at once, as if each had done an

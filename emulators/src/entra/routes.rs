@@ -1,5 +1,5 @@
-//! The Entra emulator's HTTP routes: OpenID configuration (v1 and v2), JWKS, the token
-//! endpoint, and the `/_dev` token helpers of the local stack.
+//! The Entra emulator's HTTP routes: OpenID configuration (v1 and v2, per tenant and
+//! multi-tenant), JWKS, the token endpoint, and the `/_dev` token helpers of the local stack.
 
 use std::{collections::HashMap, sync::atomic::Ordering, sync::Arc};
 
@@ -10,14 +10,15 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{
     errors::EntraError,
     grants::{self, tenant_id},
     tokens::{v1_issuer, v2_issuer, TOKEN_LIFETIME_SECS},
-    AppTokenSpec, EntraEmulator, EntraState, TokenVersion, UserTokenSpec,
+    AppTokenSpec, Document, EntraEmulator, EntraState, TokenVersion, UserTokenSpec,
 };
+use crate::faults::Outcome;
 
 /// Object id the `/_dev/user-token` helper uses when none is given.
 const DEV_USER_OID: &str = "00000000-0000-0000-0000-00000000d0e0";
@@ -43,10 +44,55 @@ pub(crate) fn router(emulator: &EntraEmulator) -> Router {
         .with_state(Arc::clone(&emulator.state))
 }
 
-/// The tenant of a discovery path; a non-GUID tenant fails the way Entra's discovery does
-/// (`invalid_tenant`).
-fn discovery_tenant(tenant: &str) -> Result<String, EntraError> {
-    tenant_id(tenant).map_err(|_| {
+/// Whose metadata a discovery or JWKS path names.
+enum MetadataTenant {
+    /// A tenant GUID: tenant-specific documents, the issuer naming the tenant.
+    Tenant(String),
+    /// `common` or `organizations`: the multi-tenant documents, whose issuer is the literal
+    /// template `{authority}/{tenantid}/v2.0` (v1: `https://sts.windows.net/{tenantid}/`) and
+    /// whose endpoints stay under the alias, as real Entra serves them: see
+    /// <https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration>
+    /// (a copy: github.com/panva/wellknown, `issuers/entra-common/entra-common.mjs`), Microsoft's
+    /// "Convert single-tenant app to multitenant" ("update your code to handle multiple issuer
+    /// values": the `/common` issuer is a template, not an issuer) and
+    /// AzureAD/azure-activedirectory-identitymodel-extensions-for-dotnet#1731.
+    MultiTenant(String),
+}
+
+impl MetadataTenant {
+    /// The path segment as used in the documents' endpoints.
+    fn segment(&self) -> &str {
+        match self {
+            Self::Tenant(tid) | Self::MultiTenant(tid) => tid,
+        }
+    }
+
+    /// The `{tenantid}` of issuers: the tenant, or the literal template.
+    fn issuer_tenant(&self) -> &str {
+        match self {
+            Self::Tenant(tid) => tid,
+            Self::MultiTenant(_) => TENANT_TEMPLATE,
+        }
+    }
+}
+
+/// The placeholder Entra's multi-tenant issuers carry.
+const TENANT_TEMPLATE: &str = "{tenantid}";
+
+/// The tenant of a discovery path, counted per tenant as it arrives; a tenant that is neither a
+/// GUID nor a multi-tenant alias fails the way Entra's discovery does (`invalid_tenant`).
+/// (`consumers` is not emulated.)
+fn metadata_tenant(
+    state: &EntraState,
+    tenant: &str,
+    document: Document,
+) -> Result<MetadataTenant, EntraError> {
+    let lower = tenant.to_ascii_lowercase();
+    state.count_metadata_request(&lower, document);
+    if lower == "common" || lower == "organizations" {
+        return Ok(MetadataTenant::MultiTenant(lower));
+    }
+    tenant_id(tenant).map(MetadataTenant::Tenant).map_err(|_| {
         EntraError::bad_request(
             "invalid_tenant",
             90002,
@@ -56,79 +102,107 @@ fn discovery_tenant(tenant: &str) -> Result<String, EntraError> {
     })
 }
 
+/// Answers a metadata request under the metadata faults, counting the documents served.
+async fn serve_metadata(
+    state: &EntraState,
+    tenant: &str,
+    document: Document,
+    render: impl FnOnce(&EntraState, &MetadataTenant) -> Value,
+) -> Response {
+    let tenant = match metadata_tenant(state, tenant, document) {
+        Ok(tenant) => tenant,
+        Err(error) => return error.into_response(),
+    };
+    state
+        .metadata_faults
+        .answer(|outcome| async {
+            match outcome {
+                Outcome::Proceed => {}
+                Outcome::Respond {
+                    status,
+                    retry_after_secs,
+                } => return EntraError::injected(status, retry_after_secs).into_response(),
+                // Faults only Entra's token endpoint knows answer as a server error here.
+                Outcome::InvalidClient => {
+                    return EntraError::injected(StatusCode::INTERNAL_SERVER_ERROR, None)
+                        .into_response()
+                }
+                Outcome::Drop(response) => return response,
+            }
+            let counter = match document {
+                Document::Discovery => &state.counters.discovery_requests,
+                Document::Jwks => &state.counters.jwks_requests,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            Json(render(state, &tenant)).into_response()
+        })
+        .await
+}
+
 async fn openid_configuration_v2(
     State(state): State<Arc<EntraState>>,
     Path(tenant): Path<String>,
 ) -> Response {
-    let tid = match discovery_tenant(&tenant) {
-        Ok(tid) => tid,
-        Err(error) => return error.into_response(),
-    };
-    state
-        .counters
-        .discovery_requests
-        .fetch_add(1, Ordering::Relaxed);
-    let host = &state.host;
-    Json(json!({
-        "issuer": v2_issuer(host, &tid),
-        "jwks_uri": format!("{host}/{tid}/discovery/v2.0/keys"),
-        "token_endpoint": format!("{host}/{tid}/oauth2/v2.0/token"),
-        "authorization_endpoint": format!("{host}/{tid}/oauth2/v2.0/authorize"),
-        "device_authorization_endpoint": format!("{host}/{tid}/oauth2/v2.0/devicecode"),
-        "end_session_endpoint": format!("{host}/{tid}/oauth2/v2.0/logout"),
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
-        "response_modes_supported": ["query", "fragment", "form_post"],
-        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-        "subject_types_supported": ["pairwise"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "scopes_supported": ["openid", "profile", "email", "offline_access"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "name", "oid", "tid", "ver"],
-        "request_uri_parameter_supported": false,
-        "tenant_region_scope": null,
-        "cloud_instance_name": "microsoftonline.com",
-        "cloud_graph_host_name": "graph.windows.net",
-        "msgraph_host": "graph.microsoft.com",
-    }))
-    .into_response()
+    serve_metadata(&state, &tenant, Document::Discovery, |state, tenant| {
+        let host = &state.host;
+        let tid = tenant.segment();
+        json!({
+            "issuer": v2_issuer(host, tenant.issuer_tenant()),
+            "jwks_uri": format!("{host}/{tid}/discovery/v2.0/keys"),
+            "token_endpoint": format!("{host}/{tid}/oauth2/v2.0/token"),
+            "authorization_endpoint": format!("{host}/{tid}/oauth2/v2.0/authorize"),
+            "device_authorization_endpoint": format!("{host}/{tid}/oauth2/v2.0/devicecode"),
+            "end_session_endpoint": format!("{host}/{tid}/oauth2/v2.0/logout"),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "name", "oid", "tid", "ver"],
+            "request_uri_parameter_supported": false,
+            "tenant_region_scope": null,
+            "cloud_instance_name": "microsoftonline.com",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": "graph.microsoft.com",
+        })
+    })
+    .await
 }
 
 async fn openid_configuration_v1(
     State(state): State<Arc<EntraState>>,
     Path(tenant): Path<String>,
 ) -> Response {
-    let tid = match discovery_tenant(&tenant) {
-        Ok(tid) => tid,
-        Err(error) => return error.into_response(),
-    };
-    state
-        .counters
-        .discovery_requests
-        .fetch_add(1, Ordering::Relaxed);
-    let host = &state.host;
-    Json(json!({
-        "issuer": v1_issuer(&tid),
-        "jwks_uri": format!("{host}/{tid}/discovery/keys"),
-        "token_endpoint": format!("{host}/{tid}/oauth2/token"),
-        "authorization_endpoint": format!("{host}/{tid}/oauth2/authorize"),
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
-        "response_modes_supported": ["query", "fragment", "form_post"],
-        "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
-        "subject_types_supported": ["pairwise"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "scopes_supported": ["openid"],
-        "tenant_region_scope": null,
-        "cloud_instance_name": "microsoftonline.com",
-    }))
-    .into_response()
+    serve_metadata(&state, &tenant, Document::Discovery, |state, tenant| {
+        let host = &state.host;
+        let tid = tenant.segment();
+        json!({
+            "issuer": v1_issuer(tenant.issuer_tenant()),
+            "jwks_uri": format!("{host}/{tid}/discovery/keys"),
+            "token_endpoint": format!("{host}/{tid}/oauth2/token"),
+            "authorization_endpoint": format!("{host}/{tid}/oauth2/authorize"),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid"],
+            "tenant_region_scope": null,
+            "cloud_instance_name": "microsoftonline.com",
+        })
+    })
+    .await
 }
 
+/// The keys; each carries its `issuer` (the multi-tenant template on the `common` keys).
 async fn jwks(State(state): State<Arc<EntraState>>, Path(tenant): Path<String>) -> Response {
-    let tid = match discovery_tenant(&tenant) {
-        Ok(tid) => tid,
-        Err(error) => return error.into_response(),
-    };
-    state.counters.jwks_requests.fetch_add(1, Ordering::Relaxed);
-    Json(state.keys.jwks(&v2_issuer(&state.host, &tid))).into_response()
+    serve_metadata(&state, &tenant, Document::Jwks, |state, tenant| {
+        state
+            .keys
+            .jwks(&v2_issuer(&state.host, tenant.issuer_tenant()))
+    })
+    .await
 }
 
 /// Query parameters, first occurrence wins (parsing never fails).

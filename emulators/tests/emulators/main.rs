@@ -7,4 +7,5 @@ mod entra;
 mod key_vault;
 mod key_vault_sdk;
 mod key_vault_versions;
+mod metadata;
 mod stack;
