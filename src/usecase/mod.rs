@@ -2,12 +2,15 @@
 //! so the forwarded requests, the JSON invocations and the operator CLI share them.
 
 pub mod access_tokens;
+mod backoff;
 mod custody;
 pub mod do_work;
 mod leases;
 pub mod refresh_all;
+mod refresh_summary;
 mod refused_rows;
 pub mod setup;
+mod tenant_pauses;
 
 use crate::crypto::CryptoError;
 use crate::downstream::DownstreamError;

@@ -11,20 +11,22 @@
 //! refusal of the service's own credential is the deployment's fault, not a row's: the run
 //! stops at the first one and leaves every row as it was.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt as _;
-use rand::Rng as _;
-use serde::Serialize;
 
+use super::backoff::{backoff, error_code};
 use super::leases::HeldLease;
+pub use super::refresh_summary::Summary;
+use super::refresh_summary::{Counters, Outcome};
 use super::refused_rows::RefusedRows;
+use super::tenant_pauses::TenantPauses;
 use super::{custody, FlowError};
 use crate::app::App;
 use crate::idp::IdpError;
@@ -32,9 +34,6 @@ use crate::keys::VersionedKey;
 use crate::store::{Claimed, CorruptRow, DueClaim, Failure, GrantSave, Lease, RowId};
 use crate::store::{SealedGrant, TokenRecord};
 
-/// Longest back-off after repeated transient failures of one row.
-const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
-const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 /// Most rows saved in one transaction.
 const SAVE_BATCH: usize = 128;
 /// A tenant's pause at most this long is waited out by its rows; a longer one defers them to
@@ -52,59 +51,6 @@ pub struct RunOptions {
     pub time_budget: Duration,
     /// Rows worked on at once.
     pub concurrency: usize,
-}
-
-/// What a run did (SPEC §3).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Summary {
-    /// Rows claimed by this run.
-    pub examined: u64,
-    /// Rows redeemed at Entra and saved (also re-sealed if they were on an old key).
-    pub refreshed: u64,
-    /// Rows only re-sealed under the latest key version.
-    pub resealed: u64,
-    /// Rows whose grant turned out dead in this run.
-    pub reauth_required: u64,
-    /// Rows that failed transiently and now back off.
-    pub failed: u64,
-    /// Rows claimed but left for the next run (budget spent, or changed meanwhile).
-    pub skipped: u64,
-    /// Wall time of the run.
-    pub duration_ms: u64,
-}
-
-impl Summary {
-    /// The one-line summary for the timer's `Logs` and the CLI.
-    pub fn line(&self) -> String {
-        format!(
-            "refresh-tokens: examined={} refreshed={} resealed={} reauth_required={} failed={} skipped={} duration_ms={}",
-            self.examined, self.refreshed, self.resealed, self.reauth_required, self.failed, self.skipped, self.duration_ms
-        )
-    }
-}
-
-#[derive(Default)]
-struct Counters {
-    examined: AtomicU64,
-    refreshed: AtomicU64,
-    resealed: AtomicU64,
-    reauth_required: AtomicU64,
-    failed: AtomicU64,
-    skipped: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self, started: Instant) -> Summary {
-        Summary {
-            examined: self.examined.load(Ordering::Relaxed),
-            refreshed: self.refreshed.load(Ordering::Relaxed),
-            resealed: self.resealed.load(Ordering::Relaxed),
-            reauth_required: self.reauth_required.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            skipped: self.skipped.load(Ordering::Relaxed),
-            duration_ms: started.elapsed().as_millis() as u64,
-        }
-    }
 }
 
 /// A claimed row and the lease the claim stamped on it.
@@ -138,14 +84,6 @@ struct Sealed {
     refreshed_at: Option<DateTime<Utc>>,
 }
 
-enum Outcome {
-    Failed,
-    Reauth,
-    Refreshed,
-    Resealed,
-    Skipped,
-}
-
 struct Run<'a> {
     app: &'a Arc<App>,
     options: RunOptions,
@@ -156,7 +94,7 @@ struct Run<'a> {
     refresh_after: Option<Duration>,
     counters: Counters,
     /// Tenants Entra asked us to leave alone, until when.
-    paused: Mutex<HashMap<String, Instant>>,
+    paused: TenantPauses,
     /// Set at the first refusal of the service's own credential: nothing more is tried.
     credential_refused: AtomicBool,
     /// Rows whose key version Key Vault refuses, held until the run ends.
@@ -179,7 +117,7 @@ pub async fn run(
         refresh_after,
         options,
         counters: Counters::default(),
-        paused: Mutex::new(HashMap::new()),
+        paused: TenantPauses::default(),
         credential_refused: AtomicBool::new(false),
         refused: RefusedRows::default(),
     };
@@ -361,14 +299,7 @@ impl Run<'_> {
     }
 
     fn count(&self, outcome: Outcome, progress: &(dyn Fn(&Summary) + Sync)) {
-        let counter = match outcome {
-            Outcome::Failed => &self.counters.failed,
-            Outcome::Reauth => &self.counters.reauth_required,
-            Outcome::Refreshed => &self.counters.refreshed,
-            Outcome::Resealed => &self.counters.resealed,
-            Outcome::Skipped => &self.counters.skipped,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.counters.count(outcome);
         progress(&self.counters.snapshot(self.started));
     }
 
@@ -494,7 +425,7 @@ impl Run<'_> {
             }
             FlowError::Idp(IdpError::Throttled { retry_after }) => {
                 let pause = retry_after.unwrap_or(DEFAULT_PAUSE);
-                self.pause_tenant(row, pause);
+                self.paused.pause(&row.key.tenant_id, pause);
                 // Not the row's fault: it waits for the end of the pause, no longer.
                 self.defer(row, pause, "throttled").await;
                 Outcome::Failed
@@ -543,37 +474,13 @@ impl Run<'_> {
     /// Before a row of a throttled tenant calls Entra: waits out a short pause, defers the
     /// row to the end of a long one. `Some` when the row is done for this run.
     async fn wait_for_tenant(&self, row: &TokenRecord) -> Option<Outcome> {
-        let until = self
-            .paused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(row.key.tenant_id.as_str())
-            .copied()?;
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
+        let (until, left) = self.paused.left(&row.key.tenant_id)?;
         if left <= SHORT_PAUSE && until < self.deadline {
             tokio::time::sleep_until(until.into()).await;
             return None;
         }
         self.defer(row, left, "throttled").await;
         Some(Outcome::Skipped)
-    }
-
-    fn pause_tenant(&self, row: &TokenRecord, retry_after: Duration) {
-        let until = Instant::now() + retry_after;
-        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
-        let current = paused
-            .entry(row.key.tenant_id.as_str().to_owned())
-            .or_insert(until);
-        if *current <= until {
-            tracing::warn!(
-                retry_after_s = retry_after.as_secs(),
-                "Entra throttles this tenant; pausing its rows"
-            );
-            *current = until;
-        }
     }
 
     /// Leaves the row alone until `pause` from now, without counting a failure.
@@ -620,24 +527,5 @@ impl Run<'_> {
         if let Err(error) = self.app.store.release_lease(&row.key, &self.owner).await {
             tracing::warn!(error = %error, "failed to release a lease; it will expire");
         }
-    }
-}
-
-/// The back-off after `failures` earlier failures: doubling from a minute up to a day, with
-/// ±20 % jitter so rows that failed together do not come back together.
-fn backoff(failures: i32) -> Duration {
-    let exponent = failures.clamp(0, 16) as u32;
-    let delay = FIRST_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF);
-    delay.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
-}
-
-/// The machine code recorded on a row that failed with `error`.
-fn error_code(error: &FlowError) -> String {
-    match error {
-        FlowError::Idp(idp) => idp.code(),
-        FlowError::Keys(_) => "key_vault".to_owned(),
-        FlowError::Store(_) => "database".to_owned(),
-        FlowError::Crypto(_) => "does_not_open".to_owned(),
-        _ => "error".to_owned(),
     }
 }
