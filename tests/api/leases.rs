@@ -3,10 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use emulators::{Fault, FaultKind};
+use obo_vault::usecase::refresh_all::{self, RunOptions};
 use serde_json::Value;
 
-use crate::helpers::TestApp;
+use crate::helpers::{build_app, spawn_app_with, Backend, TestApp};
 
 /// do-work redeems a revoked grant while setup connects the user again: its reauth mark does
 /// not apply (the row moved on), so it uses the new grant and answers 200, not 409.
@@ -58,3 +60,85 @@ async fn a_grant_replaced_while_found_dead_is_used_not_reported(app: TestApp) {
 }
 
 crate::on_both_backends!(a_grant_replaced_while_found_dead_is_used_not_reported);
+
+/// A 1 s Entra timeout allows a 7 s lease, shorter than the 8 s pause below.
+const SHORT_LEASE: &[(&str, &str)] = &[("OBOVAULT_ENTRA_TIMEOUT", "1s"), ("OBOVAULT_LEASE", "7s")];
+
+/// Rows queued behind a tenant's 8 s pause outlive the 7 s lease their claim stamped. Another
+/// instance's do-work takes one of them over meanwhile; when the run gets to its rows, it
+/// re-checks each lease first: it renews the untouched ones and leaves the one that moved on,
+/// so Entra (strict single-use) never sees a refresh token redeemed twice.
+async fn queued_rows_recheck_their_lease_before_redeeming(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, SHORT_LEASE).await else {
+        return;
+    };
+    let old = Utc::now() - chrono::Duration::hours(48);
+    let mut users = Vec::new();
+    for age in (0..4).rev() {
+        users.extend(
+            app.seed_users(1, old - chrono::Duration::minutes(age))
+                .await,
+        );
+    }
+    let other = build_app(&app.stack, &app.database.url, SHORT_LEASE).await;
+    let application = obo_vault::startup::Application::bind(0, other)
+        .await
+        .unwrap();
+    let other_address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until(std::future::pending()));
+    let token = app.workload_token();
+    app.stack.entra.set_strict_single_use(true);
+    app.stack.entra.reset_stats();
+    app.stack
+        .entra
+        .inject(Fault::once(FaultKind::TooManyRequests {
+            retry_after_secs: 8,
+        }));
+    let options = RunOptions {
+        reseal_only: false,
+        time_budget: Duration::from_secs(60),
+        concurrency: 1,
+    };
+    let run = refresh_all::run(&app.app, options, &|_| {});
+    let taken_over = async {
+        // Once the first row got its 429, the three others wait in the run's queue.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while app.stack.entra.stats().failed_grants == 0 {
+            assert!(Instant::now() < deadline, "no 429 seen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.client
+            .post(format!("{other_address}/api/do-work"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"tenantId": app.tenant(), "userId": users[3]}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let (summary, work) = tokio::join!(run, taken_over);
+    let summary = summary.expect("the run answers");
+    assert_eq!(work.status(), 200);
+    let stats = app.stack.entra.stats();
+    assert_eq!(
+        stats.failed_grants, 1,
+        "only the injected 429; a second redemption would be refused: {stats:?} {summary:?}"
+    );
+    for oid in &users {
+        let row = app.row(oid).await.unwrap();
+        assert_eq!(row.status.as_str(), "active");
+        assert_eq!(
+            Some(app.stored_refresh_token(oid).await),
+            app.stack.entra.latest_refresh_token(&app.tenant(), oid)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_rows_recheck_their_lease_before_redeeming_sqlite() {
+    queued_rows_recheck_their_lease_before_redeeming(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_rows_recheck_their_lease_before_redeeming_postgres() {
+    queued_rows_recheck_their_lease_before_redeeming(Backend::Postgres).await;
+}
