@@ -44,13 +44,15 @@ pub struct App {
     pub lease: Duration,
     /// Unique per process: the lease owner.
     pub instance_id: String,
+    /// Sends grant events, when `OBOVAULT_EVENTS_URL` is set.
+    pub events: Option<Arc<crate::events::Delivery>>,
 }
 
 impl App {
     /// Connects to the database (running migrations) and builds every client.
     pub async fn build(settings: Settings) -> anyhow::Result<Arc<Self>> {
         let prepared = Self::prepare(settings)?;
-        let store = store::connect(&prepared.settings.database_url)
+        let store = store::open(&prepared.settings.database_url, prepared.emits_events())
             .await
             .context("DATABASE_URL: cannot open the database")?;
         Ok(prepared.with_store(store))
@@ -73,7 +75,13 @@ impl App {
             &settings.entra.authority_host,
         )?;
         let key_vault = KeyVaultKeys::new(&settings.keys, key_vault_http)?;
+        let events = settings
+            .events
+            .as_ref()
+            .map(|events| crate::events::Sender::new(events, ca))
+            .transpose()?;
         Ok(Prepared {
+            events,
             validator: TokenValidator::new(
                 entra_http.clone(),
                 settings.entra.authority_host.clone(),
@@ -103,6 +111,7 @@ pub struct Prepared {
     entra: EntraClient,
     keys: CachedKeys,
     downstream: Arc<dyn Work>,
+    events: Option<crate::events::Sender>,
     settings: Settings,
 }
 
@@ -112,9 +121,17 @@ impl Prepared {
         &self.settings.database_url
     }
 
+    /// Whether the store is to write grant events (`OBOVAULT_EVENTS_URL` is set).
+    pub fn emits_events(&self) -> bool {
+        self.events.is_some()
+    }
+
     /// The app over an opened (and migrated) store.
     pub fn with_store(self, store: Arc<dyn TokenStore>) -> Arc<App> {
         let settings = self.settings;
+        let events = self
+            .events
+            .map(|sender| Arc::new(crate::events::Delivery::new(sender, store.events())));
         Arc::new(App {
             validator: self.validator,
             entra: self.entra,
@@ -129,6 +146,7 @@ impl Prepared {
             refresh: settings.refresh,
             lease: settings.lease,
             instance_id: format!("obo-vault-{}", uuid::Uuid::new_v4()),
+            events,
         })
     }
 }

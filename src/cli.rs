@@ -1,6 +1,9 @@
 //! The operator commands of the service binary (same settings as the service):
 //! `serve` (default), `status`, `refresh [--reseal-only]`, `keys rotate --tenant|--all`,
-//! `migrate`. Human-readable output, `--json` for scripts.
+//! `migrate`, and offboarding (`users delete`, `tenants purge`). Human-readable output,
+//! `--json` for scripts.
+
+mod offboarding;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +47,16 @@ enum Command {
     },
     /// Run the database migrations and exit.
     Migrate,
+    /// Offboarding one user.
+    Users {
+        #[command(subcommand)]
+        command: offboarding::UsersCommand,
+    },
+    /// Offboarding a whole tenant.
+    Tenants {
+        #[command(subcommand)]
+        command: offboarding::TenantsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +116,17 @@ impl Cli {
                         output,
                     },
             } => rotate(App::build(settings).await?, tenant, all, output).await,
+            Command::Users {
+                command:
+                    offboarding::UsersCommand::Delete {
+                        tenant,
+                        user,
+                        output,
+                    },
+            } => offboarding::delete_user(settings, &tenant, &user, &output).await,
+            Command::Tenants {
+                command: offboarding::TenantsCommand::Purge(args),
+            } => offboarding::purge_tenant(settings, &args).await,
         }
     }
 }
@@ -151,8 +175,12 @@ async fn status(app: Arc<App>, output: Output) -> anyhow::Result<()> {
             }));
         }
     }
+    let outbox = app.store.events().report().await?;
     if output.json {
-        println!("{}", json!({ "report": report, "keys": keys }));
+        println!(
+            "{}",
+            json!({ "report": report, "keys": keys, "outbox": outbox, "eventsConfigured": app.events.is_some() })
+        );
         return Ok(());
     }
     println!("rows by status:");
@@ -184,6 +212,7 @@ async fn status(app: Arc<App>, output: Output) -> anyhow::Result<()> {
         report.leased, report.backing_off
     );
     println!("a key version not listed here is used by no row and can be disabled in Key Vault");
+    offboarding::print_outbox(&outbox, app.events.is_some());
     Ok(())
 }
 

@@ -35,6 +35,8 @@ pub struct Settings {
     pub lease: Duration,
     /// `OBOVAULT_LOG_FORMAT`: `json` or `text`; JSON when running under the Functions host.
     pub log_format: LogFormat,
+    /// `OBOVAULT_EVENTS_URL` and `OBOVAULT_EVENTS_SECRET`; `None`: no grant events.
+    pub events: Option<crate::events::EventSettings>,
 }
 
 /// Entra ID settings.
@@ -161,6 +163,13 @@ pub struct SettingsError {
     pub problem: String,
 }
 
+impl SettingsError {
+    /// A problem with `variable`.
+    pub(crate) fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        self::problem(variable, problem)
+    }
+}
+
 fn problem(variable: &'static str, problem: impl Into<String>) -> SettingsError {
     SettingsError {
         variable,
@@ -189,7 +198,7 @@ impl Env {
         )
     }
 
-    fn optional(&self, name: &'static str) -> Option<&str> {
+    pub(crate) fn optional(&self, name: &'static str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
@@ -215,7 +224,7 @@ impl Env {
             .ok_or_else(|| problem(name, "must be a duration such as 90s, 15m or 24h"))
     }
 
-    fn https_url(&self, name: &'static str, value: &str) -> Result<Url, SettingsError> {
+    pub(crate) fn https_url(&self, name: &'static str, value: &str) -> Result<Url, SettingsError> {
         let url = Url::parse(value).map_err(|_| problem(name, "must be an absolute URL"))?;
         if url.scheme() != "https" {
             return Err(problem(name, "must be an https:// URL"));
@@ -282,6 +291,7 @@ impl Settings {
             keys: KeySettings::from_env(env)?,
             refresh: RefreshSettings::from_env(env)?,
             extra_ca_certs: env.optional("OBOVAULT_EXTRA_CA_CERTS").map(PathBuf::from),
+            events: crate::events::EventSettings::from_env(env)?,
             entra,
             lease,
             log_format,

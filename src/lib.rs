@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod downstream;
+pub mod events;
 pub mod http;
 pub mod idp;
 pub mod keys;

@@ -35,6 +35,8 @@ pub struct Gate(Arc<OnceLock<Router>>);
 impl Gate {
     /// Serves `app` from now on.
     pub fn open(&self, app: Arc<App>) {
+        // Grant events are delivered within seconds while the app is served.
+        let _delivery = app.events.as_ref().map(crate::events::Delivery::spawn);
         let _ = self.0.set(crate::http::router(app));
     }
 
@@ -109,13 +111,14 @@ impl Application {
 /// database for as long as it takes, then opens `gate`.
 pub async fn open_when_database_ready(prepared: Prepared, gate: Gate) {
     let url = prepared.database_url().clone();
+    let events = prepared.emits_events();
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))
         .with_max_delay(Duration::from_secs(5))
         .without_max_times()
         .build();
     let store: Arc<dyn TokenStore> = loop {
-        match store::connect(&url).await {
+        match store::open(&url, events).await {
             Ok(store) => break store,
             Err(error) => {
                 let wait = delays.next().unwrap_or(Duration::from_secs(5));

@@ -1,7 +1,8 @@
 //! Local stand-ins for the services obo-vault talks to: Microsoft Entra ID (token endpoint
 //! with client authentication by secret, certificate or federated credential, OIDC discovery,
-//! JWKS), Azure Key Vault secrets (REST) and a downstream API, all over HTTPS with a generated
-//! test CA, and the managed-identity endpoint of App Service and Functions (plain HTTP).
+//! JWKS), Azure Key Vault secrets (REST), a downstream API and the receiver of grant events,
+//! all over HTTPS with a generated test CA, and the managed-identity endpoint of App Service
+//! and Functions (plain HTTP).
 //!
 //! They follow the real services' wire formats closely enough that the service cannot tell the
 //! difference, and they add what tests need: token minting, revocation, fault injection,
@@ -15,6 +16,7 @@
 mod client_certificate;
 mod downstream;
 mod entra;
+mod events_receiver;
 mod faults;
 pub mod host_timer;
 mod key_vault;
@@ -31,6 +33,7 @@ pub use entra::{
     AppTokenSpec, EntraEmulator, EntraStats, FederatedCredential, MetadataRequests, TokenVersion,
     UserTokenSpec, TEST_CLIENT_APP_ID,
 };
+pub use events_receiver::{EventReceiver, ReceivedEvent};
 pub use faults::{Fault, FaultKind};
 pub use key_vault::{KeyVaultEmulator, KeyVaultStats};
 pub use managed_identity::{IssuedIdentityToken, ManagedIdentityEmulator, UserAssignedIdentity};

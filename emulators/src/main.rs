@@ -1,5 +1,5 @@
-//! `obo-emulators`: runs the Entra, Key Vault, downstream and managed-identity emulators for
-//! the local stack.
+//! `obo-emulators`: runs the Entra, Key Vault, downstream and managed-identity emulators and
+//! the grant-event receiver for the local stack.
 //!
 //! Writes the test CA to `DIR/ca.pem` and the service settings to an env file, prints the
 //! URLs, then serves until Ctrl-C or SIGTERM.
@@ -21,6 +21,10 @@ enum Credential {
     ManagedIdentity,
 }
 
+/// The local receiver's signing secret, fixed so a committed `local.settings.json` can carry
+/// it (a stand-in value, like the emulated client secret: it protects nothing).
+const LOCAL_EVENTS_SECRET: &str = "whsec_bG9jYWwtc3RhY2stZXZlbnRzLXNlY3JldC0zMmJ5dGVz";
+
 /// Runs the Entra ID, Key Vault and downstream emulators for the local stack.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -34,9 +38,10 @@ struct Args {
     /// Latency of every token-endpoint call (its signing done within it), in milliseconds.
     #[arg(long, default_value_t = 0)]
     entra_latency_ms: u64,
-    /// Entra on N, Key Vault on N+1, downstream on N+2, the managed-identity endpoint on N+3;
-    /// 0 = any free ports. Fixed ports let a committed `local.settings.json` point at the stack.
-    #[arg(long, default_value_t = 8441, value_parser = clap::value_parser!(u16).range(0..=65532))]
+    /// Entra on N, Key Vault on N+1, downstream on N+2, the managed-identity endpoint on N+3,
+    /// the grant-event receiver on N+4; 0 = any free ports. Fixed ports let a committed
+    /// `local.settings.json` point at the stack.
+    #[arg(long, default_value_t = 8441, value_parser = clap::value_parser!(u16).range(0..=65531))]
     base_port: u16,
     /// The credential the service settings use.
     #[arg(long, value_enum, default_value_t = Credential::Secret)]
@@ -84,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
             Credential::Certificate => ServiceCredential::Certificate,
             Credential::ManagedIdentity => ServiceCredential::ManagedIdentity,
         },
+        events_port: port(4),
+        events_secret: Some(LOCAL_EVENTS_SECRET.to_owned()),
         ..StackOptions::default()
     };
     let stack = Stack::start(options).await?;
@@ -96,7 +103,9 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| dir.join("service.env"));
     let mut env = String::new();
-    for (name, value) in stack.service_env() {
+    // The receiver prints every grant event it gets, so a newcomer sees them arrive.
+    stack.events.set_print(true);
+    for (name, value) in stack.service_env().into_iter().chain(stack.events_env()) {
         writeln!(env, "{name}={value}")?;
     }
     std::fs::write(&env_file, env).with_context(|| format!("writing {}", env_file.display()))?;
@@ -113,6 +122,10 @@ async fn main() -> anyhow::Result<()> {
         stack.managed_identity.endpoint()
     );
     println!("Credential   {:?}", args.credential);
+    println!(
+        "Events       {}  (prints what it receives)",
+        stack.events.url()
+    );
     println!("CA           {}", stack.ca_pem_path().display());
     println!("Settings     {}", env_file.display());
     println!(

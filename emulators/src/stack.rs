@@ -1,6 +1,6 @@
-//! The emulators started together (Entra ID, Key Vault, the downstream API and the
-//! managed-identity endpoint), with the CA file and the service settings that point obo-vault
-//! at them, for the credential the service is to use.
+//! The emulators started together (Entra ID, Key Vault, the downstream API, the
+//! managed-identity endpoint and the grant-event receiver), with the CA file and the service
+//! settings that point obo-vault at them, for the credential the service is to use.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ use crate::{
     client_certificate::ClientCertificate,
     downstream::{self, DownstreamEmulator},
     entra::{self, EntraConfig, EntraEmulator, FederatedCredential},
+    events_receiver::{self, EventReceiver},
     key_vault::{self, KeyVaultEmulator},
     managed_identity::{self, ManagedIdentityEmulator, UserAssignedIdentity},
     server::{bind, RunningServer},
@@ -69,6 +70,10 @@ pub struct StackOptions {
     pub managed_identity_port: u16,
     /// The credential [`Stack::service_env`] gives the service.
     pub credential: ServiceCredential,
+    /// Port of the grant-event receiver; `0` = any free port.
+    pub events_port: u16,
+    /// The receiver's `whsec_` secret; `None` = a fresh random one.
+    pub events_secret: Option<String>,
 }
 
 impl std::fmt::Debug for StackOptions {
@@ -85,6 +90,11 @@ impl std::fmt::Debug for StackOptions {
             .field("downstream_port", &self.downstream_port)
             .field("managed_identity_port", &self.managed_identity_port)
             .field("credential", &self.credential)
+            .field("events_port", &self.events_port)
+            .field(
+                "events_secret",
+                &self.events_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -102,6 +112,8 @@ impl Default for StackOptions {
             downstream_port: 0,
             managed_identity_port: 0,
             credential: ServiceCredential::Secret,
+            events_port: 0,
+            events_secret: None,
         }
     }
 }
@@ -121,6 +133,8 @@ pub struct Stack {
     pub downstream: DownstreamEmulator,
     /// The managed-identity endpoint (`IDENTITY_ENDPOINT`).
     pub managed_identity: ManagedIdentityEmulator,
+    /// The receiver of grant events (`OBOVAULT_EVENTS_URL`, see [`Stack::events_env`]).
+    pub events: EventReceiver,
     options: StackOptions,
     ca_pem_path: PathBuf,
     /// The key and certificate file, with [`ServiceCredential::Certificate`].
@@ -170,6 +184,7 @@ impl Stack {
         let key_vault_listener = bind(options.key_vault_port)?;
         let downstream_listener = bind(options.downstream_port)?;
         let managed_identity_listener = bind(options.managed_identity_port)?;
+        let events_listener = bind(options.events_port)?;
         let origin = |listener: &std::net::TcpListener| -> anyhow::Result<String> {
             Ok(format!(
                 "https://127.0.0.1:{}",
@@ -224,7 +239,15 @@ impl Stack {
             keys,
         );
 
+        let events =
+            EventReceiver::new(&origin(&events_listener)?, options.events_secret.as_deref())?;
+
         let servers = vec![
+            RunningServer::spawn(
+                events_listener,
+                tls.clone(),
+                events_receiver::router(&events),
+            )?,
             RunningServer::spawn(entra_listener, tls.clone(), entra::router(&entra))?,
             RunningServer::spawn(
                 key_vault_listener,
@@ -242,6 +265,7 @@ impl Stack {
             key_vault,
             downstream,
             managed_identity,
+            events,
             options,
             ca_pem_path,
             certificate_path,
@@ -324,6 +348,15 @@ impl Stack {
             .map(|(name, value)| (name.to_owned(), value)),
         );
         env
+    }
+
+    /// The settings that send the service's grant events to [`Stack::events`] (not part of
+    /// [`Stack::service_env`]: most tests run without events).
+    pub fn events_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("OBOVAULT_EVENTS_URL".to_owned(), self.events.url()),
+            ("OBOVAULT_EVENTS_SECRET".to_owned(), self.events.secret()),
+        ]
     }
 
     /// Every secret any emulator issued or holds: the client secret, every access, id, app and

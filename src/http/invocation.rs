@@ -98,8 +98,10 @@ pub(crate) async fn timer(
     };
     match refresh_all::run(app, options, &|_| {}).await {
         Ok(summary) => {
-            Json(json!({ "Outputs": {}, "Logs": [summary.line()], "ReturnValue": null }))
-                .into_response()
+            let mut logs = vec![summary.line()];
+            // Pending grant events go out before the timer answers (SPEC §6).
+            logs.extend(crate::events::delivery::timer_flush(app).await);
+            Json(json!({ "Outputs": {}, "Logs": logs, "ReturnValue": null })).into_response()
         }
         Err(error) => {
             tracing::error!(

@@ -29,8 +29,11 @@ use futures::TryStreamExt as _;
 use zeroize::Zeroizing;
 
 use super::{KeyError, KeySource, VersionedKey};
+
+mod shred;
 use crate::config::KeySettings;
 use crate::crypto::DataKey;
+pub use shred::Shredded;
 
 /// A [`KeySource`] over one Key Vault.
 pub struct KeyVaultKeys {

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use crate::crypto::DataKey;
 
 pub use cache::CachedKeys;
-pub use key_vault::KeyVaultKeys;
+pub use key_vault::{KeyVaultKeys, Shredded};
 
 /// A key version and its material.
 #[derive(Clone)]

@@ -10,7 +10,8 @@
 /// Implements `TokenStore` for an adapter type whose module provides `keyed`, `keyed_as`,
 /// `record`, `Raw`, `Stamp`, `stamp`, `unstamp`, `span`, `span_back`, `CLAIM_DUE`, `ACQUIRE_LEASE`,
 /// `EXTEND_LEASE`, `RECORD_FAILURE`, `SUMMARY`, `TRIM_ACCESSES`, `Steps` and an
-/// inherent `save_many` (Postgres: one `UNNEST` statement; SQLite: one transaction).
+/// inherent `save_many` (Postgres: one `UNNEST` statement; SQLite: one transaction), plus the
+/// outbox's `Events` and `insert_event` of its backend.
 macro_rules! token_store_impl {
     ($store:ty) => {
         #[async_trait]
@@ -37,8 +38,16 @@ macro_rules! token_store_impl {
             #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
             async fn delete(&self, key: &UserKey) -> Result<bool, StoreError> {
                 // The access history goes with the row (ON DELETE CASCADE; foreign_keys on in SQLite).
-                let done = keyed(sql::DELETE, key).execute(&self.pool).await?;
-                Ok(done.rows_affected() > 0)
+                let mut tx = self.pool.begin().await?;
+                let done = keyed(sql::DELETE, key).execute(&mut *tx).await?;
+                let existed = done.rows_affected() > 0;
+                if existed && self.events.is_some() {
+                    let event = NewEvent::disconnected(key, DisconnectedBy::User);
+                    insert_event(&mut tx, &event).await?;
+                }
+                tx.commit().await?;
+                self.wake_delivery(existed);
+                Ok(existed)
             }
 
             #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
@@ -95,13 +104,20 @@ macro_rules! token_store_impl {
                 reason: &str,
                 owner: &str,
             ) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
                 let done = keyed(sql::MARK_REAUTH_REQUIRED, key)
                     .bind(expected_revision)
                     .bind(reason)
                     .bind(owner)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                let marked = done.rows_affected() == 1;
+                if marked && self.events.is_some() {
+                    insert_event(&mut tx, &NewEvent::reauth_required(key, reason)).await?;
+                }
+                tx.commit().await?;
+                self.wake_delivery(marked);
+                Ok(marked)
             }
 
             #[tracing::instrument(skip_all, fields(tenant.id = %failure.row.tenant_id, user.id = %failure.row.user_id))]
@@ -208,6 +224,25 @@ macro_rules! token_store_impl {
                     leased,
                     backing_off,
                 })
+            }
+
+            fn events(&self) -> Arc<dyn EventStore> {
+                Arc::new(Events::new(self.pool.clone(), self.events.clone()))
+            }
+        }
+
+        impl $store {
+            /// With `Some`, grant changes write their events and notify the delivery task.
+            pub(super) fn with_events(mut self, wake: Option<Arc<Notify>>) -> Self {
+                self.events = wake;
+                self
+            }
+
+            /// Wakes this process's delivery task after a committed event.
+            fn wake_delivery(&self, wrote: bool) {
+                if let (true, Some(wake)) = (wrote, &self.events) {
+                    wake.notify_one();
+                }
             }
         }
     };

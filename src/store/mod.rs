@@ -299,11 +299,18 @@ fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
 ///
 /// Errors never quote the URL: it may carry a password.
 pub async fn connect(url: &SecretString) -> Result<Arc<dyn TokenStore>, StoreError> {
+    open(url, false).await
+}
+
+/// Like [`connect`]; with `events`, every change of a grant's state also writes its grant
+/// event to the outbox in the same transaction (SPEC §6, `crate::events`).
+pub async fn open(url: &SecretString, events: bool) -> Result<Arc<dyn TokenStore>, StoreError> {
     let raw = url.expose_secret();
+    let wake = events.then(|| Arc::new(tokio::sync::Notify::new()));
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(url).await?))
+        Ok(Arc::new(PostgresStore::open(url).await?.with_events(wake)))
     } else if raw.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open(url).await?.with_events(wake)))
     } else {
         Err(StoreError::Other(anyhow::anyhow!(
             "the database URL must start with postgres://, postgresql:// or sqlite:"
@@ -331,7 +338,8 @@ fn is_transient_database_error(error: &dyn sqlx::error::DatabaseError) -> bool {
 /// processes sharing one database.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
-    /// Inserts the user's row, or replaces its token after a new setup: status `active`,
+    /// Inserts the user's row, or replaces its token after a new setup (with events on, and
+    /// in the same transaction, a `grant.connected`): status `active`,
     /// failures and lease cleared, `refreshed_at = now`, `revision` incremented.
     /// `created_at` is kept when the row existed. A new row's revision is its creation time in
     /// microseconds, so revisions are not reused when a user disconnects and connects again.
@@ -346,7 +354,8 @@ pub trait TokenStore: Send + Sync {
     /// Reads one row.
     async fn find(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Removes the row and its access history; `true` if a row existed.
+    /// Removes the row and its access history; `true` if a row existed. With events on, a
+    /// `grant.disconnected` (`by: user`) is written in the same transaction.
     async fn delete(&self, key: &UserKey) -> Result<bool, StoreError>;
 
     /// Takes the row's lease if it is free (or already ours) and the row is active; returns
@@ -415,7 +424,8 @@ pub trait TokenStore: Send + Sync {
     }
 
     /// Compare-and-set to `reauth_required` with Entra's error code; keeps the sealed token
-    /// and releases the lease. Returns `false` when the revision moved on.
+    /// and releases the lease. Returns `false` when the revision moved on. With events on, a
+    /// `grant.reauth_required` is written in the same transaction.
     async fn mark_reauth_required(
         &self,
         key: &UserKey,
@@ -452,4 +462,7 @@ pub trait TokenStore: Send + Sync {
 
     /// Counts for operators (leases and back-offs running by the database's clock).
     async fn status_report(&self) -> Result<StatusReport, StoreError>;
+
+    /// The outbox of grant events in the same database (`crate::events`).
+    fn events(&self) -> Arc<dyn crate::events::EventStore>;
 }

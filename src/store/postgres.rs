@@ -1,6 +1,7 @@
 //! The production adapter: Postgres through a `PgPool`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::query::{Query, QueryAs};
 use sqlx::{FromRow, PgPool, Postgres};
+use tokio::sync::Notify;
 
 use super::adapter::token_store_impl;
 use super::rows::{claimed, distinct_users, RawAccess, RawRecord};
@@ -19,6 +21,8 @@ use super::{
 };
 use super::{KeyVersionCount, StatusReport, StoreError, TokenRecord, TokenStore};
 use crate::domain::UserKey;
+use crate::events::outbox::postgres::{insert as insert_event, PostgresEvents as Events};
+use crate::events::{DisconnectedBy, EventStore, NewEvent};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -41,6 +45,8 @@ const SESSION_SETTINGS: [(&str, &str); 5] = [
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// `Some` when grant changes write events (and wake the delivery task).
+    events: Option<Arc<Notify>>,
 }
 
 /// Postgres binds and reads timestamps as `timestamptz`.
@@ -117,7 +123,7 @@ impl PostgresStore {
         let migrated = MIGRATOR.run(&migrating).await;
         migrating.close().await;
         migrated.map_err(super::migrate_error)?;
-        Ok(Self { pool })
+        Ok(Self { pool, events: None })
     }
 
     /// Every save, one or many, in one statement (`SAVE_MANY_POSTGRES`): one round trip and
@@ -181,7 +187,15 @@ impl Steps for PostgresStore {
             Some(revision) => query.bind(revision),
             None => query,
         };
-        let raw: Option<Raw> = query.fetch_optional(&self.pool).await?;
+        // The grant and its `grant.connected` commit together (or not at all).
+        let mut tx = self.pool.begin().await?;
+        let raw: Option<Raw> = query.fetch_optional(&mut *tx).await?;
+        if raw.is_some() && self.events.is_some() {
+            let event = NewEvent::connected(key, statement == sql::RECONNECT);
+            insert_event(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        self.wake_delivery(raw.is_some());
         raw.map(record).transpose()
     }
 

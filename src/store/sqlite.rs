@@ -5,6 +5,7 @@
 //! claim in particular) atomic without row locks.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use sqlx::query::{Query, QueryAs};
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode};
 use sqlx::sqlite::{SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Executor, FromRow, Sqlite, SqlitePool};
+use tokio::sync::Notify;
 
 use super::adapter::token_store_impl;
 use super::rows::{claimed, distinct_users, RawAccess, RawRecord};
@@ -24,6 +26,8 @@ use super::{
 };
 use super::{KeyVersionCount, StatusReport, StoreError, TokenRecord, TokenStore};
 use crate::domain::UserKey;
+use crate::events::outbox::sqlite::{insert as insert_event, SqliteEvents as Events};
+use crate::events::{DisconnectedBy, EventStore, NewEvent};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -34,6 +38,8 @@ const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// `Some` when grant changes write events (and wake the delivery task).
+    events: Option<Arc<Notify>>,
 }
 
 type Stamp = String;
@@ -110,7 +116,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await.map_err(super::migrate_error)?;
-        Ok(Self { pool })
+        Ok(Self { pool, events: None })
     }
 
     /// Several saves in one transaction: statements are in-process calls here, the commit is
@@ -180,7 +186,15 @@ impl Steps for SqliteStore {
             Some(revision) => query.bind(revision),
             None => query,
         };
-        let raw: Option<Raw> = query.fetch_optional(&self.pool).await?;
+        // The grant and its `grant.connected` commit together (or not at all).
+        let mut tx = self.pool.begin().await?;
+        let raw: Option<Raw> = query.fetch_optional(&mut *tx).await?;
+        if raw.is_some() && self.events.is_some() {
+            let event = NewEvent::connected(key, statement == sql::RECONNECT);
+            insert_event(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        self.wake_delivery(raw.is_some());
         raw.map(record).transpose()
     }
 

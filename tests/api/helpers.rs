@@ -28,7 +28,7 @@ impl Write for CapturedLogs {
     }
 }
 
-fn init_logs() {
+pub(crate) fn init_logs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("RUST_LOG").is_none() {

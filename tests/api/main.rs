@@ -5,6 +5,8 @@ mod helpers;
 
 mod credentials;
 mod do_work;
+mod events;
+mod events_delivery;
 mod faults;
 mod hostile;
 mod invocation;

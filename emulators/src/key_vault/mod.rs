@@ -9,6 +9,8 @@
 //!   (operators meet it when they disable the current version; see [`reads`]).
 //! - `GET /secrets/{name}/{version}`, `GET /secrets/{name}/versions` (paged with `nextLink`),
 //!   `PUT /secrets/{name}` (new version), `PATCH /secrets/{name}/{version}` (attributes).
+//! - `DELETE /secrets/{name}`, `GET` and `DELETE /deletedsecrets/{name}`: soft delete and
+//!   purge ([`deleted`]).
 //! - Every request needs `?api-version=` (any value), like the real service.
 //!
 //! Tests disable and enable versions with [`KeyVaultEmulator::disable_version`] and
@@ -20,6 +22,7 @@
 //! challenge round trip is always answered at once.
 
 mod authorize;
+mod deleted;
 mod errors;
 mod reads;
 mod writes;
@@ -85,6 +88,12 @@ struct KeyVaultState {
     secrets: Mutex<HashMap<String, Vec<SecretVersion>>>,
     faults: Faults,
     counters: Counters,
+    /// Soft-deleted secrets by name, until purged.
+    deleted: Mutex<HashMap<String, deleted::DeletedSecret>>,
+    /// Values of purged secrets, still listed by `secret_values` for leak scans.
+    purged_values: Mutex<Vec<String>>,
+    /// The vault's purge protection: a purge answers 403.
+    purge_protection: std::sync::atomic::AtomicBool,
 }
 
 impl KeyVaultState {
@@ -95,8 +104,8 @@ impl KeyVaultState {
                 "enabled": secret.enabled,
                 "created": secret.created,
                 "updated": secret.updated,
-                "recoveryLevel": "Recoverable+Purgeable",
-                "recoverableDays": 90,
+                "recoveryLevel": self.recovery_level(),
+                "recoverableDays": deleted::RETENTION_DAYS,
             },
         });
         if let Value::Object(fields) = &mut body {
@@ -164,6 +173,9 @@ impl KeyVaultEmulator {
                 secrets: Mutex::new(HashMap::new()),
                 faults: Faults::default(),
                 counters: Counters::default(),
+                deleted: Mutex::new(HashMap::new()),
+                purged_values: Mutex::new(Vec::new()),
+                purge_protection: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -241,15 +253,39 @@ impl KeyVaultEmulator {
         true
     }
 
-    /// Every secret value the vault holds or ever held (versions are never deleted).
+    /// Every secret value the vault holds or ever held, deleted and purged ones included.
     pub fn secret_values(&self) -> Vec<String> {
-        self.state
+        let mut values: Vec<String> = self
+            .state
             .secrets
             .lock()
             .values()
             .flatten()
             .map(|s| s.value.clone())
-            .collect()
+            .collect();
+        let deleted = self.state.deleted.lock();
+        values.extend(
+            deleted
+                .values()
+                .flat_map(|d| d.versions.iter().map(|s| s.value.clone())),
+        );
+        values.extend(self.state.purged_values.lock().iter().cloned());
+        values
+    }
+
+    /// Turns the vault's purge protection on (or off, which real Key Vault never allows).
+    pub fn set_purge_protection(&self, on: bool) {
+        self.state.purge_protection.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether `name` is soft-deleted (deleted, not purged).
+    pub fn is_deleted(&self, name: &str) -> bool {
+        self.state.deleted.lock().contains_key(name)
+    }
+
+    /// Whether `name` exists in any state (live or soft-deleted).
+    pub fn exists(&self, name: &str) -> bool {
+        self.state.secrets.lock().contains_key(name) || self.is_deleted(name)
     }
 
     /// Queues a fault for the next `fault.times` authorized requests.
@@ -302,7 +338,13 @@ pub(crate) fn router(emulator: &KeyVaultEmulator) -> Router {
     Router::new()
         .route(
             "/secrets/{name}",
-            get(reads::get_latest).put(writes::set_secret),
+            get(reads::get_latest)
+                .put(writes::set_secret)
+                .delete(deleted::delete_secret),
+        )
+        .route(
+            "/deletedsecrets/{name}",
+            get(deleted::get_deleted).delete(deleted::purge),
         )
         .route("/secrets/{name}/", get(reads::get_latest))
         .route("/secrets/{name}/versions", get(reads::list_versions))

@@ -49,6 +49,9 @@ pub(super) async fn set_secret(
     if !valid_name(&name) {
         return bad_name();
     }
+    if let Some(conflict) = super::deleted::conflict_if_deleted(&state, &name) {
+        return conflict;
+    }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return bad_body("The request body is not valid JSON.");
     };

@@ -5,6 +5,7 @@ mod common;
 mod downstream;
 mod entra;
 mod key_vault;
+mod key_vault_delete;
 mod key_vault_sdk;
 mod key_vault_versions;
 mod metadata;
