@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::events::{accepted, assert_all_signed, with_events_on_both_backends};
+use crate::events::{
+    accepted, assert_all_signed, until_outbox_empty, with_events_on_both_backends,
+};
 use crate::helpers::{build_app, Backend, TestApp, LOGS};
 use obo_vault::events::outbox::EventClaim;
 
@@ -108,7 +110,7 @@ async fn a_receiver_failing_three_times_gets_the_event_with_one_id(app: TestApp)
     );
     assert_eq!(events[0].body["data"]["userId"], oid.as_str());
     assert_all_signed(&app);
-    assert_eq!(app.store.events().report().await.unwrap().pending, 0);
+    until_outbox_empty(&app).await;
 }
 
 async fn a_receiver_down_during_a_timer_run_gets_the_event_from_that_run(app: TestApp) {
@@ -195,7 +197,7 @@ async fn two_instances_never_send_one_event_at_the_same_time(app: TestApp) {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), delivered.len(), "an event was delivered twice");
-    assert_eq!(app.store.events().report().await.unwrap().pending, 0);
+    until_outbox_empty(&app).await;
     assert_all_signed(&app);
 }
 
@@ -210,7 +212,7 @@ async fn events_undelivered_for_three_days_are_dropped_with_an_alert(app: TestAp
     app.execute_sql(&[aged]).await;
     let line = timer_events_line(&app).await;
     assert_eq!(count(&line, "dropped"), 1, "{line}");
-    assert_eq!(app.store.events().report().await.unwrap().pending, 0);
+    until_outbox_empty(&app).await;
     let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
     assert!(
         logs.lines()
