@@ -213,7 +213,16 @@ impl Run<'_> {
                     saving = false;
                     for (row, saved) in batch.iter().zip(saved) {
                         let outcome = match (saved, row.refreshed_at) {
-                            (false, _) => Outcome::Skipped,
+                            (false, _) => {
+                                tracing::info!(
+                                    tenant.id = %row.row.key.tenant_id,
+                                    user.id = %row.row.key.user_id,
+                                    "the row changed while this run worked on it (a new setup, a \
+                                     delete, or another writer): the stored row was left as that \
+                                     writer made it, and this run's token was not stored"
+                                );
+                                Outcome::Skipped
+                            }
                             (true, Some(_)) => Outcome::Refreshed,
                             (true, None) => Outcome::Resealed,
                         };
