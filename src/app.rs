@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::audit::AuditLog;
-use crate::config::{DownstreamSettings, EntraSettings, KeySettings, RefreshSettings, Settings};
-use crate::downstream::{Downstream, Work};
+use crate::config::{EntraSettings, KeySettings, RefreshSettings, Settings};
+use crate::downstreams::DownstreamApis;
 use crate::idp::{AppCredential, EntraClient, TokenValidator};
 use crate::keys::{CachedKeys, KeyVaultKeys};
 use crate::store::{self, TokenStore};
@@ -26,16 +26,14 @@ pub struct App {
     pub keys: CachedKeys,
     /// Sealed tokens.
     pub store: Arc<dyn TokenStore>,
-    /// What do-work does with the user's token (the built-in downstream proxy).
-    pub downstream: Arc<dyn Work>,
-    /// Delegated access tokens in memory, with single flight per user.
+    /// The downstream APIs do-work calls, by name (the first is the default).
+    pub downstreams: DownstreamApis,
+    /// Delegated access tokens in memory per user and downstream, with single flight per user.
     pub access_tokens: AccessTokenCache,
     /// Who acted for whom.
     pub audit: AuditLog,
     /// Entra settings (tenant rules, scope and role names).
     pub entra_settings: EntraSettings,
-    /// Downstream settings.
-    pub downstream_settings: DownstreamSettings,
     /// Key settings (key names).
     pub key_settings: KeySettings,
     /// Timer settings.
@@ -69,7 +67,7 @@ impl App {
         let ca = settings.extra_ca_certs.as_deref();
         let entra_http = crate::outbound::client(ca, settings.entra.timeout)?;
         let key_vault_http = crate::outbound::client(ca, Duration::from_secs(10))?;
-        let downstream_http = crate::outbound::client(ca, settings.downstream.timeout)?;
+        let downstream_http = crate::outbound::client(ca, settings.downstreams.first().timeout)?;
         let credential = AppCredential::from_settings(
             &settings.entra.credential,
             &settings.entra.authority_host,
@@ -94,12 +92,10 @@ impl App {
                 settings.entra.authority_host.clone(),
                 settings.entra.client_id.clone(),
                 credential,
-            ),
+            )
+            .with_client_capabilities(&settings.entra.client_capabilities),
             keys: CachedKeys::new(Arc::new(key_vault), LATEST_KEY_TTL),
-            downstream: Arc::new(Downstream::new(
-                downstream_http,
-                settings.downstream.clone(),
-            )),
+            downstreams: DownstreamApis::new(&downstream_http, &settings.downstreams),
             settings,
         })
     }
@@ -110,7 +106,7 @@ pub struct Prepared {
     validator: TokenValidator,
     entra: EntraClient,
     keys: CachedKeys,
-    downstream: Arc<dyn Work>,
+    downstreams: DownstreamApis,
     events: Option<crate::events::Sender>,
     settings: Settings,
 }
@@ -138,10 +134,9 @@ impl Prepared {
             keys: self.keys,
             audit: AuditLog::start(store.clone()),
             store,
-            downstream: self.downstream,
-            access_tokens: AccessTokenCache::new(),
+            access_tokens: AccessTokenCache::with_downstreams(self.downstreams.len()),
+            downstreams: self.downstreams,
             entra_settings: settings.entra,
-            downstream_settings: settings.downstream,
             key_settings: settings.keys,
             refresh: settings.refresh,
             lease: settings.lease,

@@ -39,6 +39,7 @@ impl AuditLog {
             caller.tenant_id = record.caller_tenant_id.as_ref().map(|t| t.as_str()),
             tenant.id = %record.key.tenant_id,
             user.id = %record.key.user_id,
+            downstream = record.downstream.as_deref(),
             http.method = %record.method,
             downstream.path = %record.path,
             downstream.status = record.downstream_status,

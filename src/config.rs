@@ -4,6 +4,9 @@
 //! holds one derives `Debug`. No setting falls back to something insecure: a missing client
 //! credential or an `http://` Key Vault stops the process.
 
+mod downstreams;
+
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +16,10 @@ use url::Url;
 
 use crate::domain::TenantId;
 use crate::tenancy::WorkloadTenants;
+pub use downstreams::{
+    valid_name as valid_downstream_name, DownstreamSettings, Downstreams,
+    DEFAULT_NAME as DEFAULT_DOWNSTREAM,
+};
 
 /// Everything the service is configured with.
 pub struct Settings {
@@ -22,8 +29,8 @@ pub struct Settings {
     pub database_url: SecretString,
     /// Entra ID: who we are and whom we trust.
     pub entra: EntraSettings,
-    /// The API do-work calls.
-    pub downstream: DownstreamSettings,
+    /// The APIs do-work calls (`OBOVAULT_DOWNSTREAMS`, or the one unnamed downstream).
+    pub downstreams: Downstreams,
     /// Key Vault keys.
     pub keys: KeySettings,
     /// The timer.
@@ -63,6 +70,8 @@ pub struct EntraSettings {
     /// `OBOVAULT_SIGNING_KEYS_REFRESH`: age at which Entra's metadata and signing keys are
     /// fetched again.
     pub signing_keys_refresh: Duration,
+    /// `OBOVAULT_CLIENT_CAPABILITIES`: client capabilities (`cp1`) declared on every grant.
+    pub client_capabilities: Vec<String>,
 }
 
 /// How the app proves itself to Entra.
@@ -96,19 +105,6 @@ impl AllowedTenants {
             Self::Only(list) => list.contains(tenant),
         }
     }
-}
-
-/// The downstream API.
-#[derive(Clone, Debug)]
-pub struct DownstreamSettings {
-    /// `OBOVAULT_DOWNSTREAM_BASE_URL`, without a trailing slash.
-    pub base_url: Url,
-    /// `OBOVAULT_DOWNSTREAM_SCOPES`: scopes of one resource.
-    pub scopes: Vec<String>,
-    /// `OBOVAULT_DOWNSTREAM_ALLOWED_PATHS`: allowed path prefixes, each starting with `/`.
-    pub allowed_paths: Vec<String>,
-    /// `OBOVAULT_DOWNSTREAM_TIMEOUT`: overall timeout of one downstream call.
-    pub timeout: Duration,
 }
 
 /// Key Vault settings.
@@ -158,7 +154,7 @@ pub enum LogFormat {
 #[error("{variable}: {problem}")]
 pub struct SettingsError {
     /// The environment variable.
-    pub variable: &'static str,
+    pub variable: Cow<'static, str>,
     /// What is wrong with it (never its value when it is a secret).
     pub problem: String,
 }
@@ -170,9 +166,9 @@ impl SettingsError {
     }
 }
 
-fn problem(variable: &'static str, problem: impl Into<String>) -> SettingsError {
+fn problem(variable: impl Into<Cow<'static, str>>, problem: impl Into<String>) -> SettingsError {
     SettingsError {
-        variable,
+        variable: variable.into(),
         problem: problem.into(),
     }
 }
@@ -198,8 +194,13 @@ impl Env {
         )
     }
 
-    pub(crate) fn optional(&self, name: &'static str) -> Option<&str> {
+    pub(crate) fn optional(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// Every variable name (set, possibly empty).
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
     }
 
     fn required(&self, name: &'static str) -> Result<&str, SettingsError> {
@@ -225,18 +226,24 @@ impl Env {
     }
 
     pub(crate) fn https_url(&self, name: &'static str, value: &str) -> Result<Url, SettingsError> {
-        let url = Url::parse(value).map_err(|_| problem(name, "must be an absolute URL"))?;
-        if url.scheme() != "https" {
-            return Err(problem(name, "must be an https:// URL"));
-        }
-        if !url.username().is_empty() || url.password().is_some() || url.host().is_none() {
-            return Err(problem(
-                name,
-                "must be https://host[:port][/path] without credentials",
-            ));
-        }
-        Ok(url)
+        https_url(name, value)
     }
+}
+
+/// An `https://host[:port][/path]` URL without credentials.
+fn https_url(name: impl Into<Cow<'static, str>>, value: &str) -> Result<Url, SettingsError> {
+    let name = name.into();
+    let url = Url::parse(value).map_err(|_| problem(name.clone(), "must be an absolute URL"))?;
+    if url.scheme() != "https" {
+        return Err(problem(name, "must be an https:// URL"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.host().is_none() {
+        return Err(problem(
+            name,
+            "must be https://host[:port][/path] without credentials",
+        ));
+    }
+    Ok(url)
 }
 
 /// Parses `90s`, `15m`, `24h`, `2d`, `500ms` (also combinations such as `1h30m`).
@@ -287,7 +294,7 @@ impl Settings {
         Ok(Self {
             port,
             database_url: SecretString::from(database_url.to_owned()),
-            downstream: DownstreamSettings::from_env(env)?,
+            downstreams: Downstreams::from_env(env)?,
             keys: KeySettings::from_env(env)?,
             refresh: RefreshSettings::from_env(env)?,
             extra_ca_certs: env.optional("OBOVAULT_EXTRA_CA_CERTS").map(PathBuf::from),
@@ -345,6 +352,7 @@ impl EntraSettings {
             workload_role: env.or("OBOVAULT_WORKLOAD_ROLE", "OboVault.Act").to_owned(),
             timeout: env.duration("OBOVAULT_ENTRA_TIMEOUT", "15s")?,
             signing_keys_refresh: env.duration("OBOVAULT_SIGNING_KEYS_REFRESH", "24h")?,
+            client_capabilities: client_capabilities(env)?,
         })
     }
 }
@@ -431,53 +439,33 @@ fn user_assigned_identity(env: &Env) -> Result<String, SettingsError> {
     Ok(client_id.to_owned())
 }
 
-impl DownstreamSettings {
-    fn from_env(env: &Env) -> Result<Self, SettingsError> {
-        const VAR: &str = "OBOVAULT_DOWNSTREAM_BASE_URL";
-        let base = env.or(VAR, "https://graph.microsoft.com/v1.0");
-        let base_url = env.https_url(VAR, base.trim_end_matches('/'))?;
-        if base_url.query().is_some() || base_url.fragment().is_some() {
-            return Err(problem(VAR, "must not have a query or fragment"));
-        }
-        let scopes: Vec<String> = env
-            .or(
-                "OBOVAULT_DOWNSTREAM_SCOPES",
-                "https://graph.microsoft.com/.default",
-            )
-            .split([' ', ','])
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if scopes.is_empty() {
+/// `OBOVAULT_CLIENT_CAPABILITIES`: comma-separated capability names such as `cp1` (the only
+/// one Entra documents today: "Claims challenges, claims requests and client capabilities",
+/// learn.microsoft.com/entra/identity-platform/claims-challenge).
+fn client_capabilities(env: &Env) -> Result<Vec<String>, SettingsError> {
+    const VAR: &str = "OBOVAULT_CLIENT_CAPABILITIES";
+    let mut capabilities: Vec<String> = Vec::new();
+    for item in env
+        .or(VAR, "")
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        let valid = item.len() <= 32
+            && item
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
             return Err(problem(
-                "OBOVAULT_DOWNSTREAM_SCOPES",
-                "must name at least one scope",
+                VAR,
+                "must be comma-separated capability names such as cp1",
             ));
         }
-        let allowed_paths: Vec<String> = env
-            .or("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "/me")
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(|p| p.trim_end_matches('/').to_owned())
-            .collect();
-        if allowed_paths.is_empty()
-            || allowed_paths
-                .iter()
-                .any(|p| !p.starts_with('/') || p.contains("..") || p.contains("//"))
-        {
-            return Err(problem(
-                "OBOVAULT_DOWNSTREAM_ALLOWED_PATHS",
-                "must be comma-separated path prefixes starting with / (not / alone)",
-            ));
+        if !capabilities.iter().any(|c| c == item) {
+            capabilities.push(item.to_owned());
         }
-        Ok(Self {
-            base_url,
-            scopes,
-            allowed_paths,
-            timeout: env.duration("OBOVAULT_DOWNSTREAM_TIMEOUT", "30s")?,
-        })
     }
+    Ok(capabilities)
 }
 
 impl KeySettings {
@@ -566,9 +554,10 @@ mod tests {
             Duration::from_secs(86_400)
         );
         assert_eq!(settings.entra.workload_role, "OboVault.Act");
-        assert_eq!(settings.downstream.allowed_paths, vec!["/me"]);
+        assert_eq!(settings.downstreams.first().allowed_paths, vec!["/me"]);
+        assert!(settings.entra.client_capabilities.is_empty());
         assert_eq!(
-            settings.downstream.base_url.as_str(),
+            settings.downstreams.first().base_url.as_str(),
             "https://graph.microsoft.com/v1.0"
         );
         let tenant = TenantId::parse("11111111-1111-1111-1111-111111111111").unwrap();
@@ -628,6 +617,10 @@ mod tests {
             (
                 &[("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "me")],
                 "OBOVAULT_DOWNSTREAM_ALLOWED_PATHS",
+            ),
+            (
+                &[("OBOVAULT_CLIENT_CAPABILITIES", "cp1,\"x\"")],
+                "OBOVAULT_CLIENT_CAPABILITIES",
             ),
             (
                 &[("OBOVAULT_KEY_AUTO_CREATE", "maybe")],

@@ -87,6 +87,10 @@ pub struct DownstreamResponse {
     pub headers: BTreeMap<String, String>,
     /// JSON when the downstream answered JSON, else text.
     pub body: Value,
+    /// On a 401 with `error="insufficient_claims"`: the challenge's decoded claims (JSON).
+    /// Not part of the envelope: do-work answers the challenge itself.
+    #[serde(skip)]
+    pub claims_challenge: Option<String>,
 }
 
 /// Why a request was refused or the call failed.
@@ -226,6 +230,9 @@ impl Work for Downstream {
         }
         let response = builder.send().await.map_err(classify)?;
         let status = response.status().as_u16();
+        let claims_challenge = (status == 401)
+            .then(|| crate::claims::challenge(response.headers()))
+            .flatten();
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
@@ -246,6 +253,7 @@ impl Work for Downstream {
             status,
             headers,
             body,
+            claims_challenge,
         })
     }
 }

@@ -9,11 +9,13 @@
 
 pub mod app;
 pub mod audit;
+pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod downstream;
+pub mod downstreams;
 pub mod events;
 pub mod http;
 pub mod idp;

@@ -19,6 +19,7 @@ static DOWNSTREAM: LazyLock<Downstream> = LazyLock::new(|| {
     Downstream::new(
         reqwest::Client::new(),
         DownstreamSettings {
+            name: "graph".into(),
             base_url: url::Url::parse(BASE).unwrap(),
             scopes: vec!["https://graph.example.com/.default".into()],
             allowed_paths: allowed(),

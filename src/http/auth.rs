@@ -47,9 +47,36 @@ pub(crate) async fn user(app: &App, headers: &HeaderMap) -> Result<User, ApiErro
     })
 }
 
-/// Validates an app-only token carrying `OBOVAULT_WORKLOAD_ROLE` from a tenant listed in
-/// `OBOVAULT_WORKLOAD_TENANTS`.
-pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<Workload, ApiError> {
+/// A workload calling do-work, with the app roles its token carries.
+pub(crate) struct WorkloadCaller {
+    /// Who it is.
+    pub(crate) workload: Workload,
+    /// Its `roles`: which downstreams it may act on (see [`WorkloadCaller::may_call`]).
+    roles: Vec<String>,
+}
+
+impl WorkloadCaller {
+    /// `403 insufficient_role` unless the roles grant `downstream`: `OBOVAULT_WORKLOAD_ROLE`
+    /// or `<OBOVAULT_WORKLOAD_ROLE>.<name>`.
+    pub(crate) fn may_call(&self, app: &App, downstream: &str) -> Result<(), ApiError> {
+        let role = &app.entra_settings.workload_role;
+        if crate::downstreams::grants(&self.roles, role, downstream) {
+            return Ok(());
+        }
+        tracing::warn!(
+            caller.app_id = %self.workload.app_id,
+            downstream = %downstream,
+            "refused a workload whose roles do not grant the downstream"
+        );
+        Err(ApiError::InsufficientRole(format!(
+            "the token lacks the role {role} or {role}.{downstream}"
+        )))
+    }
+}
+
+/// Validates an app-only token carrying `OBOVAULT_WORKLOAD_ROLE` (or a role of one downstream,
+/// `<OBOVAULT_WORKLOAD_ROLE>.<name>`) from a tenant listed in `OBOVAULT_WORKLOAD_TENANTS`.
+pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<WorkloadCaller, ApiError> {
     let token = validate(app, bearer(headers)?).await?;
     let role = &app.entra_settings.workload_role;
     if !token.app_only {
@@ -57,7 +84,7 @@ pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<Workload,
             "do-work needs an app-only token with the role {role}"
         )));
     }
-    if !token.roles.iter().any(|r| r == role) {
+    if !crate::downstreams::grants_any(&token.roles, role, &app.downstreams) {
         return Err(ApiError::InsufficientRole(format!(
             "the token lacks the role {role}"
         )));
@@ -81,7 +108,10 @@ pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<Workload,
         );
         return Err(refusal.into());
     }
-    Ok(workload)
+    Ok(WorkloadCaller {
+        workload,
+        roles: token.roles,
+    })
 }
 
 async fn validate(app: &App, token: &str) -> Result<ValidatedToken, ApiError> {

@@ -24,16 +24,20 @@ struct DoWorkBody {
     user_id: String,
     #[serde(default)]
     request: Option<UnverifiedRequest>,
+    /// One of `OBOVAULT_DOWNSTREAMS`; default: the first.
+    #[serde(default)]
+    downstream: Option<String>,
 }
 
-/// Authorizes the workload, checks the body, runs the flow.
+/// Authorizes the workload, checks the body, picks the downstream and checks the workload may
+/// act on it, runs the flow. Every refusal comes before any row is read or token redeemed.
 pub(crate) async fn do_work(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     raw_body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let raw_body = body::bytes(raw_body)?;
-    let workload = auth::workload(&app, &headers).await?;
+    let caller = auth::workload(&app, &headers).await?;
     let unverified: DoWorkBody = body::json_object(&headers, &raw_body)?.ok_or_else(|| {
         ApiError::InvalidRequest("a JSON body with tenantId and userId is required".into())
     })?;
@@ -42,10 +46,15 @@ pub(crate) async fn do_work(
         tenant_id: TenantId::parse(&unverified.tenant_id).map_err(parse)?,
         user_id: UserId::parse(&unverified.user_id).map_err(parse)?,
     };
-    let request = app
-        .downstream
+    let api = app
+        .downstreams
+        .pick(unverified.downstream.as_deref())
+        .map_err(|unknown| ApiError::InvalidRequest(unknown.to_string()))?;
+    caller.may_call(&app, api.name())?;
+    let request = api
+        .work
         .prepare(unverified.request)
         .map_err(|error| ApiError::from(crate::usecase::FlowError::Downstream(error)))?;
-    let done = do_work::do_work(&app, &owner, &request, &workload).await?;
+    let done = do_work::do_work(&app, &owner, api, &request, &caller.workload).await?;
     Ok(Json(done.response).into_response())
 }

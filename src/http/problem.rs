@@ -25,6 +25,9 @@ pub enum ApiError {
         /// Entra's claims challenge, passed back to the client.
         claims: Option<String>,
     },
+    /// 403 `consent_required`: consent for one downstream API is missing.
+    #[error("{0}")]
+    ConsentRequired(String),
     /// 403 `insufficient_role`.
     #[error("{0}")]
     InsufficientRole(String),
@@ -65,6 +68,8 @@ pub enum ApiError {
     ReauthRequired {
         /// Entra's error code, e.g. `invalid_grant:70008`.
         reason: Option<String>,
+        /// Claims (JSON) the next interactive sign-in must request, when known.
+        claims: Option<String>,
     },
     /// 403 `tenant_not_allowed`, with the detail saying which rule refused.
     #[error("{0}")]
@@ -111,9 +116,10 @@ impl ApiError {
             Self::InvalidToken { .. } | Self::InteractionRequired { .. } => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::InsufficientRole(_) | Self::InsufficientScope(_) | Self::TenantNotAllowed(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::ConsentRequired(_)
+            | Self::InsufficientRole(_)
+            | Self::InsufficientScope(_)
+            | Self::TenantNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::NotConnected | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ReauthRequired { .. } => StatusCode::CONFLICT,
@@ -129,6 +135,7 @@ impl ApiError {
     /// The machine code in the body's `error` field.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::ConsentRequired(_) => "consent_required",
             Self::InteractionRequired { .. } => "interaction_required",
             Self::InsufficientRole(_) => "insufficient_role",
             Self::InsufficientScope(_) => "insufficient_scope",
@@ -206,10 +213,13 @@ impl IntoResponse for ApiError {
             } => {
                 body["claims"] = json!(claims);
             }
-            Self::ReauthRequired {
-                reason: Some(reason),
-            } => {
-                body["reason"] = json!(reason);
+            Self::ReauthRequired { reason, claims } => {
+                if let Some(reason) = reason {
+                    body["reason"] = json!(reason);
+                }
+                if let Some(claims) = claims {
+                    body["claims"] = json!(claims);
+                }
             }
             _ => {}
         }
@@ -299,6 +309,7 @@ impl From<FlowError> for ApiError {
             }
             FlowError::Idp(IdpError::Reauth { error, code, .. }) => Self::ReauthRequired {
                 reason: Some(code.map_or(error.clone(), |code| format!("{error}:{code}"))),
+                claims: None,
             },
             FlowError::Idp(IdpError::Throttled { retry_after }) => {
                 unavailable("Entra ID", retry_after, 5)
@@ -326,7 +337,15 @@ impl From<FlowError> for ApiError {
                 Self::Upstream("the encryption key is not available".into())
             }
             FlowError::NotConnected => Self::NotConnected,
-            FlowError::ReauthRequired { reason } => Self::ReauthRequired { reason },
+            FlowError::ReauthRequired { reason } => Self::ReauthRequired {
+                reason,
+                claims: None,
+            },
+            FlowError::ReauthRequiredWithClaims { reason, claims } => Self::ReauthRequired {
+                reason,
+                claims: Some(claims),
+            },
+            error @ FlowError::ConsentRequired { .. } => Self::ConsentRequired(error.to_string()),
             FlowError::Store(StoreError::Unavailable(_)) => unavailable("the database", None, 2),
             FlowError::Store(StoreError::Other(error)) => Self::Internal(error),
             FlowError::TenantNotAllowed => Self::TenantNotAllowed(TENANT_NOT_ALLOWED),

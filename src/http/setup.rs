@@ -85,6 +85,7 @@ fn view(record: &TokenRecord, accesses: Option<&[AccessRecord]>) -> Value {
                     "at": a.at.to_rfc3339(),
                     "callerAppId": a.caller_app_id,
                     "callerTenantId": a.caller_tenant_id.as_ref().map(|t| t.as_str()),
+                    "downstream": a.downstream,
                     "method": a.method,
                     "path": a.path,
                     "downstreamStatus": a.downstream_status,

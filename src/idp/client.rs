@@ -37,6 +37,8 @@ pub struct EntraClient {
     authority: String,
     client_id: String,
     credential: AppCredential,
+    /// `OBOVAULT_CLIENT_CAPABILITIES`, declared in the `claims` of every grant.
+    client_capabilities: Vec<String>,
 }
 
 /// A successful token response. `Debug` never shows a token.
@@ -99,7 +101,16 @@ impl EntraClient {
             authority: authority_host.as_str().trim_end_matches('/').to_owned(),
             client_id,
             credential,
+            client_capabilities: Vec::new(),
         }
+    }
+
+    /// Declares client capabilities (`cp1`) on every grant, as MSAL's
+    /// `WithClientCapabilities` does: CAE-aware APIs then issue long-lived tokens and answer a
+    /// revoked one with a claims challenge instead of accepting it until it expires.
+    pub fn with_client_capabilities(mut self, capabilities: &[String]) -> Self {
+        self.client_capabilities = capabilities.to_vec();
+        self
     }
 
     /// OBO: always asks for the downstream scopes plus `offline_access openid profile`,
@@ -116,23 +127,36 @@ impl EntraClient {
             ("requested_token_use", "on_behalf_of".to_owned()),
             ("assertion", assertion.to_owned()),
         ];
-        self.request(tenant, Grant::OnBehalfOf, grant_fields, scopes)
+        self.request(tenant, Grant::OnBehalfOf, grant_fields, scopes, None)
             .await
     }
 
     /// Refresh-token grant: the downstream scopes plus `offline_access` (no id_token).
-    #[tracing::instrument(skip_all, fields(tenant.id = %tenant))]
     pub async fn redeem_refresh_token(
         &self,
         tenant: &TenantId,
         refresh_token: &RefreshToken,
         scopes: &[String],
     ) -> Result<TokenSet, IdpError> {
+        self.redeem_refresh_token_with_claims(tenant, refresh_token, scopes, None)
+            .await
+    }
+
+    /// Refresh-token grant answering a downstream's claims challenge: `claims` (JSON) goes in
+    /// the `claims` parameter, merged with the client capabilities.
+    #[tracing::instrument(skip_all, fields(tenant.id = %tenant, claims_challenge = claims.is_some()))]
+    pub async fn redeem_refresh_token_with_claims(
+        &self,
+        tenant: &TenantId,
+        refresh_token: &RefreshToken,
+        scopes: &[String],
+        claims: Option<&str>,
+    ) -> Result<TokenSet, IdpError> {
         let grant_fields = vec![
             ("grant_type", "refresh_token".to_owned()),
             ("refresh_token", refresh_token.expose().to_owned()),
         ];
-        self.request(tenant, Grant::RefreshToken, grant_fields, scopes)
+        self.request(tenant, Grant::RefreshToken, grant_fields, scopes, claims)
             .await
     }
 
@@ -142,6 +166,7 @@ impl EntraClient {
         grant: Grant,
         mut fields: Vec<(&'static str, String)>,
         scopes: &[String],
+        challenge: Option<&str>,
     ) -> Result<TokenSet, IdpError> {
         let endpoint = format!("{}/{tenant}/oauth2/v2.0/token", self.authority);
         fields.push(("client_id", self.client_id.clone()));
@@ -150,6 +175,10 @@ impl EntraClient {
             Grant::RefreshToken => REFRESH_EXTRA_SCOPES,
         };
         fields.push(("scope", scope_parameter(scopes, extra)));
+        if let Some(claims) = crate::claims::request_parameter(&self.client_capabilities, challenge)
+        {
+            fields.push(("claims", claims));
+        }
         // Makes Entra return `client_info` (uid/utid), as MSAL does.
         fields.push(("client_info", "1".to_owned()));
         fields.extend(

@@ -93,6 +93,26 @@ impl IdpError {
         )
     }
 
+    /// Entra's AADSTS65001 (`consent_required`): the user or an admin has not consented to the
+    /// requested resource. Entra answers it to a refresh grant as `invalid_grant` with
+    /// `error_codes: [65001]` and `suberror: consent_required` (as seen in the wild, e.g.
+    /// MicrosoftDocs/azure-docs#39189); the grant itself is fine for other resources.
+    pub fn is_consent_required(&self) -> bool {
+        match self {
+            Self::Reauth {
+                error,
+                code,
+                suberror,
+                ..
+            } => {
+                *code == Some(CONSENT_REQUIRED)
+                    || error == "consent_required"
+                    || suberror.as_deref() == Some("consent_required")
+            }
+            _ => false,
+        }
+    }
+
     /// Retry-After for Throttled/Unavailable.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -131,6 +151,8 @@ pub(super) struct ErrorBody {
     pub(super) correlation_id: Option<String>,
 }
 
+/// AADSTS65001: no consent for the requested resource.
+const CONSENT_REQUIRED: i64 = 65001;
 /// AADSTS50196: "loop detected", Entra's throttling of user flows.
 const LOOP_DETECTED: i64 = 50196;
 /// The inbound token cannot be used as an OBO assertion: expired (500133), invalid or for

@@ -176,6 +176,7 @@ macro_rules! token_store_impl {
                         .bind(access.downstream_status)
                         .bind(access.refreshed)
                         .bind(access.caller_tenant_id.as_ref().map(crate::domain::TenantId::as_str))
+                        .bind(access.downstream.as_deref())
                         .execute(&mut *tx)
                         .await?;
                 }

@@ -294,6 +294,7 @@ async fn access_history_is_trimmed_newest_first_and_goes_with_the_row() {
             at: t0() + Duration::minutes(minute),
             caller_app_id: "app".into(),
             caller_tenant_id: (minute != 4).then(|| user(n).tenant_id),
+            downstream: (minute != 4).then(|| "crm-api".into()),
             method: "GET".into(),
             path: "/me".into(),
             downstream_status: (minute % 2 == 0).then_some(200),
@@ -333,6 +334,13 @@ async fn access_history_is_trimmed_newest_first_and_goes_with_the_row() {
             ),
             (Some(&user(1).tenant_id), None),
             "{}: the caller's tenant is kept, NULL for records without one",
+            b.name
+        );
+        let downstreams: Vec<Option<&str>> =
+            recent.iter().map(|a| a.downstream.as_deref()).collect();
+        assert!(
+            downstreams.contains(&Some("crm-api")) && downstreams.contains(&None),
+            "{}: the downstream is kept, NULL for records without one: {downstreams:?}",
             b.name
         );
         assert_eq!(s.recent_accesses(&user(1), 1).await.unwrap().len(), 1);

@@ -223,6 +223,8 @@ pub struct AccessRecord {
     pub caller_app_id: String,
     /// The workload's tenant (`tid`); `None` on records kept before it was recorded.
     pub caller_tenant_id: Option<TenantId>,
+    /// The downstream API's name; `None` on records kept before it was recorded.
+    pub downstream: Option<String>,
     /// Downstream method.
     pub method: String,
     /// Downstream path (no query).

@@ -88,6 +88,7 @@ pub(super) struct RawAccess<Ts> {
     downstream_status: Option<i32>,
     refreshed: bool,
     caller_tenant_id: Option<String>,
+    downstream: Option<String>,
 }
 
 impl<Ts> RawAccess<Ts> {
@@ -100,6 +101,7 @@ impl<Ts> RawAccess<Ts> {
             key: user_key(&self.tenant_id, &self.user_id)?,
             at: time(self.at)?,
             caller_app_id: self.caller_app_id,
+            downstream: self.downstream,
             method: self.method,
             path: self.path,
             downstream_status: self.downstream_status,

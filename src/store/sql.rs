@@ -320,13 +320,13 @@ pub(super) const CLAIM_DUE_SQLITE: &str = concat!(
 );
 
 /// `$3` at, `$4` caller, `$5` method, `$6` path, `$7` downstream status, `$8` refreshed,
-/// `$9` the caller's tenant. A user deleted meanwhile gets no history instead of a foreign-key
-/// error.
+/// `$9` the caller's tenant, `$10` the downstream's name. A user deleted meanwhile gets no
+/// history instead of a foreign-key error.
 pub(super) const INSERT_ACCESS: &str = "
     INSERT INTO user_token_accesses
         (tenant_id, user_id, at, caller_app_id, method, path, downstream_status, refreshed,
-         caller_tenant_id)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+         caller_tenant_id, downstream)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
     WHERE EXISTS (SELECT 1 FROM user_tokens WHERE tenant_id = $1 AND user_id = $2)";
 
 /// `$3` how many to keep.
@@ -350,7 +350,7 @@ pub(super) const TRIM_ACCESSES_SQLITE: &str = "
 /// `$3` limit.
 pub(super) const RECENT_ACCESSES: &str = "
     SELECT tenant_id, user_id, at, caller_app_id, method, path, downstream_status, refreshed,
-           caller_tenant_id
+           caller_tenant_id, downstream
     FROM user_token_accesses
     WHERE tenant_id = $1 AND user_id = $2
     ORDER BY at DESC, id DESC

@@ -147,14 +147,27 @@ pub(crate) async fn latest_key(app: &App, owner: &UserKey) -> Result<VersionedKe
 
 /// Redeems `token` at Entra. The result carries the refresh token to store next: the new one,
 /// or the one just used when Entra sent none (keeping it is what MSAL does).
+/// The first downstream's scopes are asked for (the timer's keep-alive).
 pub(crate) async fn redeem(
     app: &App,
     owner: &UserKey,
     token: RefreshToken,
 ) -> Result<(TokenSet, RefreshToken), FlowError> {
+    let scopes = &app.downstreams.first().settings.scopes;
+    redeem_for(app, owner, token, scopes, None).await
+}
+
+/// Like [`redeem`], for a downstream's `scopes`, with a claims challenge's `claims` (JSON).
+pub(crate) async fn redeem_for(
+    app: &App,
+    owner: &UserKey,
+    token: RefreshToken,
+    scopes: &[String],
+    claims: Option<&str>,
+) -> Result<(TokenSet, RefreshToken), FlowError> {
     let mut set = app
         .entra
-        .redeem_refresh_token(&owner.tenant_id, &token, &app.downstream_settings.scopes)
+        .redeem_refresh_token_with_claims(&owner.tenant_id, &token, scopes, claims)
         .await?;
     let next = set.refresh_token.take().unwrap_or(token);
     Ok((set, next))

@@ -16,7 +16,8 @@ use super::leases::HeldLease;
 use super::{custody, FlowError};
 use crate::app::App;
 use crate::domain::{TenantId, TokenStatus, UserKey};
-use crate::downstream::{DownstreamRequest, DownstreamResponse};
+use crate::downstream::{DownstreamError, DownstreamRequest, DownstreamResponse};
+use crate::downstreams::DownstreamApi;
 use crate::idp::IdpError;
 use crate::store::{AccessRecord, Lease, LeaseAttempt, TokenRecord};
 
@@ -46,11 +47,12 @@ pub struct Workload {
 
 type PendingSave = JoinHandle<Result<bool, FlowError>>;
 
-/// Calls the downstream API for `owner` on behalf of `workload`.
-#[tracing::instrument(skip_all, fields(tenant.id = %owner.tenant_id, user.id = %owner.user_id))]
+/// Calls the downstream API `api` for `owner` on behalf of `workload`.
+#[tracing::instrument(skip_all, fields(tenant.id = %owner.tenant_id, user.id = %owner.user_id, downstream = %api.name()))]
 pub async fn do_work(
     app: &Arc<App>,
     owner: &UserKey,
+    api: &DownstreamApi,
     request: &DownstreamRequest,
     workload: &Workload,
 ) -> Result<WorkDone, FlowError> {
@@ -80,15 +82,59 @@ pub async fn do_work(
             reason: row.status_reason,
         });
     }
+    let (mut response, mut refreshed) = attempt(app, owner, api, request, None).await?;
+    if response.status == 401 {
+        // The downstream API no longer accepts the token (revoked session, CAE): forget it.
+        app.access_tokens.invalidate_one(owner, api.index).await;
+        if let Some(claims) = response.claims_challenge.take() {
+            // A claims challenge: redeem with its claims and retry once (the 401 means the API
+            // did not act). A second 401 is the answer; there is no loop.
+            tracing::info!("the downstream API sent a claims challenge; redeeming with its claims");
+            let (retried, again) = attempt(app, owner, api, request, Some(claims.into())).await?;
+            if retried.status == 401 {
+                app.access_tokens.invalidate_one(owner, api.index).await;
+            }
+            response = retried;
+            refreshed |= again;
+        }
+    }
+    app.audit.record(AccessRecord {
+        key: owner.clone(),
+        at: Utc::now(),
+        caller_app_id: workload.app_id.clone(),
+        caller_tenant_id: Some(workload.tenant_id.clone()),
+        downstream: Some(api.name().to_owned()),
+        method: request.method().to_owned(),
+        path: request.path().to_owned(),
+        downstream_status: Some(i32::from(response.status)),
+        refreshed,
+    });
+    Ok(WorkDone {
+        response,
+        refreshed,
+    })
+}
+
+/// One call with the user's token for `api` (redeeming the grant on a miss, with `claims`
+/// when answering a challenge), waiting for the rotated token's save too. The boolean says
+/// whether this call redeemed.
+async fn attempt(
+    app: &Arc<App>,
+    owner: &UserKey,
+    api: &DownstreamApi,
+    request: &DownstreamRequest,
+    claims: Option<Arc<str>>,
+) -> Result<(DownstreamResponse, bool), FlowError> {
     let (save_sender, save_receiver) = oneshot::channel::<PendingSave>();
+    let refresh = refresh(app.clone(), owner.clone(), api.index, claims, save_sender);
     let token = app
         .access_tokens
-        .get_or_refresh(owner, refresh(app.clone(), owner.clone(), save_sender))
+        .get_or_refresh(owner, api.index, refresh)
         .await
         .map_err(unshare)?;
     let pending_save = save_receiver.await.ok();
     let refreshed = pending_save.is_some();
-    let (response, saved) = tokio::join!(app.downstream.call(request, token.token()), async {
+    let (response, saved) = tokio::join!(api.work.call(request, token.token()), async {
         match pending_save {
             Some(handle) => Some(handle.await),
             None => None,
@@ -108,36 +154,28 @@ pub async fn do_work(
         }
         Some(Err(error)) => tracing::error!(alert = true, error = %error, "the save task failed"),
     }
-    let response = response?;
-    if response.status == 401 {
-        // The downstream API no longer accepts the token (revoked session, CAE): forget it.
-        app.access_tokens.invalidate(owner).await;
-    }
-    app.audit.record(AccessRecord {
-        key: owner.clone(),
-        at: Utc::now(),
-        caller_app_id: workload.app_id.clone(),
-        caller_tenant_id: Some(workload.tenant_id.clone()),
-        method: request.method().to_owned(),
-        path: request.path().to_owned(),
-        downstream_status: Some(i32::from(response.status)),
-        refreshed,
-    });
-    Ok(WorkDone {
-        response,
-        refreshed,
-    })
+    Ok((response?, refreshed))
 }
 
-/// The cache-miss path: lease, re-read, redeem, then hand the save to a task of its own so it
-/// completes even if the caller goes away. The lease is renewed in the background from the
-/// moment it is taken until the save is done, so it outlives every step (Key Vault, Entra,
-/// Key Vault, the save's retries) however slow each is.
+/// The cache-miss path: the user's lock (one redemption per user in the process, whatever
+/// downstream), the row's lease (across instances), re-read, redeem for the downstream's
+/// scopes, then hand the save to a task of its own so it completes even if the caller goes
+/// away. The lease is renewed in the background from the moment it is taken until the save is
+/// done, so it outlives every step (Key Vault, Entra, Key Vault, the save's retries) however
+/// slow each is; the lock is held as long, so the next redemption presents the rotated token.
 async fn refresh(
     app: Arc<App>,
     owner: UserKey,
+    downstream: usize,
+    claims: Option<Arc<str>>,
     save_sender: oneshot::Sender<PendingSave>,
 ) -> Result<Arc<CachedAccessToken>, FlowError> {
+    let Some(api) = app.downstreams.get(downstream) else {
+        return Err(FlowError::Downstream(DownstreamError::InvalidRequest(
+            "the downstream is not configured".into(),
+        )));
+    };
+    let user_lock = app.access_tokens.lock_user(&owner).await;
     let mut attempts = 0;
     let (row, keep_alive, current_key, set, next) = loop {
         attempts += 1;
@@ -157,9 +195,24 @@ async fn refresh(
                 return Err(error);
             }
         };
-        match custody::redeem(&app, &owner, stored).await {
+        let scopes = &api.settings.scopes;
+        match custody::redeem_for(&app, &owner, stored, scopes, claims.as_deref()).await {
             Ok((set, next)) => break (row, keep_alive, current_key, set, next),
-            Err(FlowError::Idp(IdpError::Reauth { error, code, .. })) => {
+            Err(FlowError::Idp(error)) if error.is_consent_required() => {
+                // Consent for this API is missing; the grant itself is fine for the others.
+                drop(keep_alive);
+                tracing::warn!(downstream = %api.name(), "Entra has no consent for the downstream's resource");
+                release(&app, &owner).await;
+                return Err(FlowError::ConsentRequired {
+                    downstream: api.name().to_owned(),
+                });
+            }
+            Err(FlowError::Idp(IdpError::Reauth {
+                error,
+                code,
+                claims: entra_claims,
+                ..
+            })) => {
                 drop(keep_alive);
                 let reason = code.map_or(error.clone(), |code| format!("{error}:{code}"));
                 let marked = app
@@ -169,8 +222,16 @@ async fn refresh(
                 if marked {
                     tracing::warn!(reason = %reason, "the stored grant is dead; marked reauth_required");
                     app.access_tokens.invalidate(&owner).await;
-                    return Err(FlowError::ReauthRequired {
-                        reason: Some(reason),
+                    // What the next sign-in must satisfy: Entra's own challenge, else the
+                    // downstream's.
+                    return Err(match entra_claims.or(claims.as_deref().map(str::to_owned)) {
+                        Some(claims) => FlowError::ReauthRequiredWithClaims {
+                            reason: Some(reason),
+                            claims,
+                        },
+                        None => FlowError::ReauthRequired {
+                            reason: Some(reason),
+                        },
                     });
                 }
                 // The row moved on between our read and the mark: the user connected again
@@ -191,8 +252,9 @@ async fn refresh(
     let lease_owner = app.instance_id.clone();
     let save_app = app.clone();
     let handle = tokio::spawn(async move {
-        // Renewals go on until the save is done.
+        // Renewals go on until the save is done, and the user's next redemption waits for it.
         let _keep_alive = keep_alive;
+        let _user_lock = user_lock;
         // Entra already rotated the token; dropping it would lose the grant wherever redeemed
         // tokens stop working. So the latest key seals it, or the version that just opened the
         // row when that one is newer than a stale cached "latest" or "latest" is unavailable.
@@ -276,6 +338,15 @@ fn shared_copy(error: &FlowError) -> FlowError {
         FlowError::NotConnected => FlowError::NotConnected,
         FlowError::ReauthRequired { reason } => FlowError::ReauthRequired {
             reason: reason.clone(),
+        },
+        FlowError::ReauthRequiredWithClaims { reason, claims } => {
+            FlowError::ReauthRequiredWithClaims {
+                reason: reason.clone(),
+                claims: claims.clone(),
+            }
+        }
+        FlowError::ConsentRequired { downstream } => FlowError::ConsentRequired {
+            downstream: downstream.clone(),
         },
         // sqlx errors cannot be cloned; the waiter gets the same kind, the cause was logged by
         // the caller whose refresh failed.

@@ -40,6 +40,23 @@ pub enum FlowError {
         /// Entra's claims challenge.
         claims: Option<String>,
     },
+    /// Entra has no consent for this downstream's resource (AADSTS65001); the grant is fine.
+    #[error(
+        "consent for the downstream API {downstream} is missing; the user or an admin must consent"
+    )]
+    ConsentRequired {
+        /// The downstream's name.
+        downstream: String,
+    },
+    /// The stored grant is dead and Entra (or the downstream's claims challenge) said what a
+    /// new sign-in must satisfy.
+    #[error("the user must run setup again")]
+    ReauthRequiredWithClaims {
+        /// Entra's error code.
+        reason: Option<String>,
+        /// The claims (JSON) the client passes to its next interactive sign-in.
+        claims: String,
+    },
     /// Key Vault failed.
     #[error("Key Vault: {0}")]
     Keys(#[from] KeyError),

@@ -32,9 +32,11 @@ pub async fn connect(
     assertion: &str,
 ) -> Result<Connection, FlowError> {
     let tenant = &caller.tenant_id;
+    // The first downstream's: other downstreams' tokens come from refresh grants.
+    let scopes = &app.downstreams.first().settings.scopes;
     let set = app
         .entra
-        .on_behalf_of(tenant, assertion, &app.downstream_settings.scopes)
+        .on_behalf_of(tenant, assertion, scopes)
         .await
         .map_err(|error| match error {
             IdpError::Reauth { claims, .. } => FlowError::InteractionRequired { claims },
@@ -49,7 +51,7 @@ pub async fn connect(
     let key = custody::key_for_new_grant(app, &owner).await?;
     let grant = custody::seal_with(&key, &owner, refresh_token)?;
     let granted_scopes = if set.scope.trim().is_empty() {
-        app.downstream_settings.scopes.join(" ")
+        scopes.join(" ")
     } else {
         set.scope.clone()
     };
