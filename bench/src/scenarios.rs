@@ -12,6 +12,8 @@ use obo_vault::config::{Env, Settings};
 use obo_vault::domain::{RefreshToken, TenantId, UserId, UserKey};
 use serde_json::{json, Value};
 
+mod two_apis;
+
 use crate::load::{self, round, Until};
 use crate::proc::{self, Service};
 use crate::{report, Args, Sizes};
@@ -36,7 +38,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let sizes = args.sizes();
     proc::build_service()?;
     proc::service_binary()?;
-    let stack = Arc::new(Stack::start(StackOptions::default()).await?);
+    let stack = Arc::new(
+        Stack::start(StackOptions {
+            extra_downstreams: vec![two_apis::CRM_RESOURCE.to_owned()],
+            ..StackOptions::default()
+        })
+        .await?,
+    );
     let ca = std::fs::read(stack.ca_pem_path())?;
     let client = reqwest::Client::builder()
         .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&ca)?)
@@ -110,6 +118,7 @@ impl Ctx {
         if self.args.wants("do-work") {
             self.sqlite_http(&mut warm).await?;
             report["do_work_warm"] = Value::Array(warm);
+            report["do_work_warm_two_downstreams"] = self.two_downstreams().await?;
         }
         if self.args.wants("refresh") || self.args.wants("reseal") {
             self.timer(&mut report).await?;

@@ -9,9 +9,20 @@
 //! - `/v1.0/status/{code}` answers that status (200..=599) with a small JSON body.
 //! - A missing, malformed, foreign-signed, wrong-audience, expired or not-yet-valid token gets
 //!   `401` `{"error":{"code":"InvalidAuthenticationToken",…}}` like Graph.
+//! - Continuous Access Evaluation: after [`DownstreamEmulator::revoke_sessions`] a CAE token
+//!   (one whose `xms_cc` holds `cp1`) of that user issued before the revocation gets `401` with
+//!   Graph's claims challenge, `WWW-Authenticate: Bearer realm="", authorization_uri=…,
+//!   error="insufficient_claims", claims="<base64 of {"access_token":{"nbf":{"essential":true,
+//!   "value":"<revocation time>"}}}>"` ("How to use Continuous Access Evaluation enabled APIs in
+//!   your applications", learn.microsoft.com/entra/identity-platform/
+//!   app-resilience-continuous-access-evaluation). Tokens without the capability are not
+//!   challenged: resources send claims challenges only to clients that declared they handle
+//!   them (learn.microsoft.com/entra/identity-platform/claims-challenge).
+//!
+//! Several APIs, each with its own audience, run as several emulators (see `Stack`).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -26,6 +37,8 @@ use axum::{
     routing::any,
     Json, Router,
 };
+use base64::Engine as _;
+use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -66,6 +79,14 @@ pub struct DownstreamStats {
     pub unauthorized: u64,
 }
 
+/// A user's sessions revoked at `at` (Unix seconds): the CAE tokens seen until then stay
+/// refused even if issued within that second.
+#[derive(Default)]
+struct Revocation {
+    at: i64,
+    revoked: HashSet<String>,
+}
+
 struct DownstreamState {
     /// `https://127.0.0.1:{port}/v1.0`.
     base_url: String,
@@ -75,6 +96,9 @@ struct DownstreamState {
     faults: Faults,
     requests: AtomicU64,
     unauthorized: AtomicU64,
+    /// `uti` of every CAE token accepted, per (tenant, user).
+    seen: Mutex<HashMap<(String, String), HashSet<String>>>,
+    revocations: Mutex<HashMap<(String, String), Revocation>>,
 }
 
 /// Handle to a running downstream API emulator. Clones share the same emulator.
@@ -104,6 +128,8 @@ impl DownstreamEmulator {
                 faults: Faults::default(),
                 requests: AtomicU64::new(0),
                 unauthorized: AtomicU64::new(0),
+                seen: Mutex::new(HashMap::new()),
+                revocations: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -116,6 +142,18 @@ impl DownstreamEmulator {
     /// The resource (token audience) the API accepts.
     pub fn resource(&self) -> &str {
         &self.state.resource
+    }
+
+    /// Revokes the user's sessions now, as a CAE critical event (password reset, user disabled,
+    /// admin revocation) does: CAE tokens of the user issued until now are answered with a
+    /// claims challenge; tokens issued later pass.
+    pub fn revoke_sessions(&self, tid: &str, oid: &str) {
+        let user = (tid.to_owned(), oid.to_owned());
+        let revoked = self.state.seen.lock().remove(&user).unwrap_or_default();
+        let mut revocations = self.state.revocations.lock();
+        let revocation = revocations.entry(user).or_default();
+        revocation.at = chrono::Utc::now().timestamp();
+        revocation.revoked.extend(revoked);
     }
 
     /// Queues a fault for the next `fault.times` requests.
@@ -193,7 +231,13 @@ fn handle(
         }
     }
     let claims = match authenticate(state, &headers) {
-        Ok(claims) => claims,
+        Ok(claims) => match cae_challenge(state, &claims) {
+            None => claims,
+            Some(response) => {
+                state.unauthorized.fetch_add(1, Ordering::Relaxed);
+                return response;
+            }
+        },
         Err(message) => {
             state.unauthorized.fetch_add(1, Ordering::Relaxed);
             let mut response = graph_error(
@@ -267,6 +311,48 @@ fn authenticate(state: &DownstreamState, headers: &HeaderMap) -> Result<Value, &
         return Err("Lifetime validation failed, the token is not yet valid.");
     }
     Ok(claims)
+}
+
+/// The claims challenge for a revoked CAE token; records the `uti` of an accepted one.
+fn cae_challenge(state: &DownstreamState, claims: &Value) -> Option<Response> {
+    let capable = claims["xms_cc"]
+        .as_array()
+        .is_some_and(|values| values.iter().any(|v| v.as_str() == Some("cp1")));
+    if !capable {
+        return None;
+    }
+    let text = |name: &str| claims[name].as_str().unwrap_or_default().to_owned();
+    let user = (text("tid"), text("oid"));
+    let uti = text("uti");
+    let issued = claims["iat"].as_i64().unwrap_or(0);
+    if let Some(revocation) = state.revocations.lock().get(&user) {
+        if issued < revocation.at || revocation.revoked.contains(&uti) {
+            let challenge = json!({"access_token": {"nbf": {
+                "essential": true,
+                "value": revocation.at.to_string(),
+            }}});
+            let mut response = graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Continuous access evaluation resulted in challenge with result: \
+                 InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp",
+            );
+            let header = format!(
+                "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", \
+                 client_id=\"{}\", error=\"insufficient_claims\", claims=\"{}\"",
+                state.resource,
+                base64::engine::general_purpose::STANDARD.encode(challenge.to_string())
+            );
+            if let Ok(value) = HeaderValue::from_str(&header) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+            return Some(response);
+        }
+    }
+    state.seen.lock().entry(user).or_default().insert(uti);
+    None
 }
 
 /// Graph's error body, `{"error": {"code", "message", "innerError": {...}}}`.

@@ -30,8 +30,8 @@ mod tls;
 pub use client_certificate::ClientCertificate;
 pub use downstream::{DownstreamEmulator, DownstreamStats};
 pub use entra::{
-    AppTokenSpec, EntraEmulator, EntraStats, FederatedCredential, MetadataRequests, TokenVersion,
-    UserTokenSpec, TEST_CLIENT_APP_ID,
+    AppTokenSpec, EntraEmulator, EntraStats, FederatedCredential, GrantKind, GrantRecord,
+    MetadataRequests, TokenVersion, UserTokenSpec, TEST_CLIENT_APP_ID,
 };
 pub use events_receiver::{EventReceiver, ReceivedEvent};
 pub use faults::{Fault, FaultKind};

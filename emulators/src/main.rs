@@ -39,13 +39,18 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     entra_latency_ms: u64,
     /// Entra on N, Key Vault on N+1, downstream on N+2, the managed-identity endpoint on N+3,
-    /// the grant-event receiver on N+4; 0 = any free ports. Fixed ports let a committed
+    /// the grant-event receiver on N+4, further downstream APIs from N+5; 0 = any free ports. Fixed ports let a committed
     /// `local.settings.json` point at the stack.
     #[arg(long, default_value_t = 8441, value_parser = clap::value_parser!(u16).range(0..=65531))]
     base_port: u16,
     /// The credential the service settings use.
     #[arg(long, value_enum, default_value_t = Credential::Secret)]
     credential: Credential,
+    /// Names of the downstream APIs (`OBOVAULT_DOWNSTREAMS`): the first is the downstream
+    /// emulator, each further one another API with the audience `https://<name>.obo-vault.test`
+    /// on port N+5, N+6, …. Without it the settings use the one unnamed downstream.
+    #[arg(long, value_delimiter = ',')]
+    downstreams: Vec<String>,
     /// Act as the host's timer: fire the `timerTrigger` of this function.json on its schedule…
     #[arg(long, requires = "handler_url")]
     timer_function: Option<PathBuf>,
@@ -84,6 +89,13 @@ async fn main() -> anyhow::Result<()> {
         key_vault_port: port(1),
         downstream_port: port(2),
         managed_identity_port: port(3),
+        extra_downstreams: args
+            .downstreams
+            .iter()
+            .skip(1)
+            .map(|name| format!("https://{name}.obo-vault.test"))
+            .collect(),
+        extra_downstreams_port: port(5),
         credential: match args.credential {
             Credential::Secret => ServiceCredential::Secret,
             Credential::Certificate => ServiceCredential::Certificate,
@@ -102,10 +114,17 @@ async fn main() -> anyhow::Result<()> {
         .env_file
         .clone()
         .unwrap_or_else(|| dir.join("service.env"));
+    let mut settings = stack.service_env();
+    if !args.downstreams.is_empty() {
+        // Named downstreams replace the unnamed settings (the service refuses both at once).
+        settings.retain(|(name, _)| !name.starts_with("OBOVAULT_DOWNSTREAM_"));
+        let names: Vec<&str> = args.downstreams.iter().map(String::as_str).collect();
+        settings.extend(stack.named_downstreams_env(&names, "/me,/echo,/status"));
+    }
     let mut env = String::new();
     // The receiver prints every grant event it gets, so a newcomer sees them arrive.
     stack.events.set_print(true);
-    for (name, value) in stack.service_env().into_iter().chain(stack.events_env()) {
+    for (name, value) in settings.into_iter().chain(stack.events_env()) {
         writeln!(env, "{name}={value}")?;
     }
     std::fs::write(&env_file, env).with_context(|| format!("writing {}", env_file.display()))?;
@@ -117,6 +136,18 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("Key Vault    {}", stack.key_vault.vault_url());
     println!("Downstream   {}", stack.downstream.base_url());
+    for (name, api) in args
+        .downstreams
+        .iter()
+        .skip(1)
+        .zip(&stack.extra_downstreams)
+    {
+        println!(
+            "  {name:<10} {}  (audience {})",
+            api.base_url(),
+            api.resource()
+        );
+    }
     println!(
         "Identity     {}  (managed-identity endpoint)",
         stack.managed_identity.endpoint()

@@ -3,6 +3,7 @@
 //! settings that point obo-vault at them, for the credential the service is to use.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
@@ -74,6 +75,11 @@ pub struct StackOptions {
     pub events_port: u16,
     /// The receiver's `whsec_` secret; `None` = a fresh random one.
     pub events_secret: Option<String>,
+    /// Resource URIs of more downstream APIs, each served by its own emulator on a free port
+    /// and accepting only tokens for its own audience ([`Stack::extra_downstreams`]).
+    pub extra_downstreams: Vec<String>,
+    /// Port of the first of them, the next ones on the following ports; `0` = any free ports.
+    pub extra_downstreams_port: u16,
 }
 
 impl std::fmt::Debug for StackOptions {
@@ -95,6 +101,8 @@ impl std::fmt::Debug for StackOptions {
                 "events_secret",
                 &self.events_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("extra_downstreams", &self.extra_downstreams)
+            .field("extra_downstreams_port", &self.extra_downstreams_port)
             .finish()
     }
 }
@@ -114,6 +122,8 @@ impl Default for StackOptions {
             credential: ServiceCredential::Secret,
             events_port: 0,
             events_secret: None,
+            extra_downstreams: Vec::new(),
+            extra_downstreams_port: 0,
         }
     }
 }
@@ -131,6 +141,8 @@ pub struct Stack {
     pub key_vault: KeyVaultEmulator,
     /// The downstream API emulator.
     pub downstream: DownstreamEmulator,
+    /// The APIs of [`StackOptions::extra_downstreams`], in that order.
+    pub extra_downstreams: Vec<DownstreamEmulator>,
     /// The managed-identity endpoint (`IDENTITY_ENDPOINT`).
     pub managed_identity: ManagedIdentityEmulator,
     /// The receiver of grant events (`OBOVAULT_EVENTS_URL`, see [`Stack::events_env`]).
@@ -236,13 +248,29 @@ impl Stack {
         let downstream = DownstreamEmulator::new(
             &origin(&downstream_listener)?,
             &options.downstream_resource,
-            keys,
+            std::sync::Arc::clone(&keys),
         );
+        let mut extra_downstreams = Vec::new();
+        let mut extra_servers = Vec::new();
+        for (n, resource) in options.extra_downstreams.iter().enumerate() {
+            let port = match options.extra_downstreams_port {
+                0 => 0,
+                first => first.saturating_add(u16::try_from(n)?),
+            };
+            let listener = bind(port)?;
+            let api = DownstreamEmulator::new(&origin(&listener)?, resource, Arc::clone(&keys));
+            extra_servers.push(RunningServer::spawn(
+                listener,
+                tls.clone(),
+                downstream::router(&api),
+            )?);
+            extra_downstreams.push(api);
+        }
 
         let events =
             EventReceiver::new(&origin(&events_listener)?, options.events_secret.as_deref())?;
 
-        let servers = vec![
+        let mut servers = vec![
             RunningServer::spawn(
                 events_listener,
                 tls.clone(),
@@ -260,10 +288,12 @@ impl Stack {
                 managed_identity::router(&managed_identity),
             )?,
         ];
+        servers.extend(extra_servers);
         Ok(Stack {
             entra,
             key_vault,
             downstream,
+            extra_downstreams,
             managed_identity,
             events,
             options,
@@ -347,6 +377,32 @@ impl Stack {
             .into_iter()
             .map(|(name, value)| (name.to_owned(), value)),
         );
+        env
+    }
+
+    /// The settings of named downstreams (`OBOVAULT_DOWNSTREAMS`): `names[0]` is the
+    /// [`Stack::downstream`], the others the [`Stack::extra_downstreams`] in order, each with
+    /// its resource's `.default` scope and `allowed_paths`. Add them to [`Stack::service_env`]
+    /// without its unnamed `OBOVAULT_DOWNSTREAM_BASE_URL`, `_SCOPES`, `_ALLOWED_PATHS`.
+    pub fn named_downstreams_env(
+        &self,
+        names: &[&str],
+        allowed_paths: &str,
+    ) -> Vec<(String, String)> {
+        let apis = std::iter::once(&self.downstream).chain(&self.extra_downstreams);
+        let mut env = vec![("OBOVAULT_DOWNSTREAMS".to_owned(), names.join(","))];
+        for (name, api) in names.iter().zip(apis) {
+            let prefix = format!(
+                "OBOVAULT_DOWNSTREAM_{}",
+                name.to_ascii_uppercase().replace('-', "_")
+            );
+            env.push((format!("{prefix}_BASE_URL"), api.base_url()));
+            env.push((
+                format!("{prefix}_SCOPES"),
+                format!("{}/.default", api.resource()),
+            ));
+            env.push((format!("{prefix}_ALLOWED_PATHS"), allowed_paths.to_owned()));
+        }
         env
     }
 

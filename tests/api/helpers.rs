@@ -151,10 +151,28 @@ pub(crate) async fn spawn_app_on(
     options: StackOptions,
     overrides: &[(&str, &str)],
 ) -> Option<TestApp> {
+    let owned: Vec<(String, String)> = overrides
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    spawn_app_on_stack(backend, options, |_| owned).await
+}
+
+/// Like [`spawn_app_on`], with settings that depend on the started emulators (their ports).
+pub(crate) async fn spawn_app_on_stack(
+    backend: Backend,
+    options: StackOptions,
+    settings: impl FnOnce(&Stack) -> Vec<(String, String)>,
+) -> Option<TestApp> {
     init_logs();
     let database = TestDatabase::create(backend).await?;
     let stack = Arc::new(Stack::start(options).await.expect("emulators start"));
-    let app = build_app(&stack, &database.url, overrides).await;
+    let owned = settings(&stack);
+    let overrides: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let app = build_app(&stack, &database.url, &overrides).await;
     let store = app.store.clone();
     let application = obo_vault::startup::Application::bind(0, app.clone())
         .await

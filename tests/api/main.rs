@@ -3,8 +3,10 @@
 
 mod helpers;
 
+mod claims;
 mod credentials;
 mod do_work;
+mod downstreams;
 mod events;
 mod events_delivery;
 mod faults;

@@ -88,6 +88,12 @@ impl EntraError {
         error
     }
 
+    /// The same error with Entra's `suberror`.
+    pub(crate) fn with_suberror(mut self, suberror: &'static str) -> Self {
+        self.suberror = Some(suberror);
+        self
+    }
+
     /// The error for an injected status fault: `temporarily_unavailable` for 503 and 429,
     /// `server_error` for other 5xx, `invalid_request` otherwise.
     pub(crate) fn injected(status: StatusCode, retry_after_secs: Option<u64>) -> Self {

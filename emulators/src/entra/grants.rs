@@ -20,12 +20,14 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use serde_json::{json, Value};
 
 use super::{
+    claims::{consent_required, ClaimsRequest},
     client_auth::authenticate_client,
     errors::{echo, EntraError},
     now,
     tokens::{v1_issuer, TOKEN_LIFETIME_SECS},
     EntraState, TokenVersion,
 };
+use super::{GrantKind, GrantRecord};
 use crate::faults::Outcome;
 
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -157,8 +159,30 @@ fn grant(
     let grant_type = form.require("grant_type")?;
     authenticate_client(state, &tid, headers, form)?;
     match grant_type {
-        JWT_BEARER_GRANT => on_behalf_of(state, &tid, form).map(|b| (Grant::OnBehalfOf, b)),
-        "refresh_token" => refresh(state, &tid, form).map(|b| (Grant::Refresh, b)),
+        JWT_BEARER_GRANT | "refresh_token" => {
+            let kind = if grant_type == JWT_BEARER_GRANT {
+                GrantKind::OnBehalfOf
+            } else {
+                GrantKind::RefreshToken
+            };
+            let result = ClaimsRequest::parse(form.get("claims")).and_then(|claims| match kind {
+                GrantKind::OnBehalfOf => {
+                    on_behalf_of(state, &tid, form, &claims).map(|b| (Grant::OnBehalfOf, b))
+                }
+                GrantKind::RefreshToken => {
+                    refresh(state, &tid, form, &claims).map(|b| (Grant::Refresh, b))
+                }
+            });
+            state.grants.lock().log.push(GrantRecord {
+                grant: kind,
+                scope: form.get("scope").unwrap_or_default().to_owned(),
+                claims: form
+                    .get("claims")
+                    .and_then(|c| serde_json::from_str(c).ok()),
+                succeeded: result.is_ok(),
+            });
+            result
+        }
         "client_credentials" => {
             client_credentials(state, &tid, form).map(|b| (Grant::ClientCredentials, b))
         }
@@ -300,7 +324,12 @@ fn invalid_grant(code: u32, message: impl Into<String>) -> EntraError {
     EntraError::bad_request("invalid_grant", code, message)
 }
 
-fn on_behalf_of(state: &EntraState, tid: &str, form: &Form) -> Result<Value, EntraError> {
+fn on_behalf_of(
+    state: &EntraState,
+    tid: &str,
+    form: &Form,
+    claims_request: &ClaimsRequest,
+) -> Result<Value, EntraError> {
     let token_use = form.require("requested_token_use")?;
     if token_use != "on_behalf_of" {
         return Err(EntraError::bad_request(
@@ -390,21 +419,29 @@ fn on_behalf_of(state: &EntraState, tid: &str, form: &Form) -> Result<Value, Ent
         if let Some(challenge) = grants.interaction.get(&(tid.to_owned(), oid.clone())) {
             return Err(EntraError::interaction_required(challenge));
         }
+        if !grants.consented(tid, &oid, &scopes.resource) {
+            return Err(consent_required(&state.client_id));
+        }
         scopes
             .wants("offline_access")
             .then(|| grants.issue_refresh_token(tid, &oid, &scope_string(&scopes)))
     };
     Ok(success(
         state,
-        tid,
-        &oid,
+        Subject { tid, oid: &oid },
         &scopes,
         refresh_token,
         wants_client_info(form),
+        claims_request,
     ))
 }
 
-fn refresh(state: &EntraState, tid: &str, form: &Form) -> Result<Value, EntraError> {
+fn refresh(
+    state: &EntraState,
+    tid: &str,
+    form: &Form,
+    claims_request: &ClaimsRequest,
+) -> Result<Value, EntraError> {
     let presented = form.require("refresh_token")?;
     let requested = form.get("scope").map(Scopes::parse).transpose()?;
     let (oid, scopes, refresh_token) = {
@@ -447,6 +484,10 @@ fn refresh(state: &EntraState, tid: &str, form: &Form) -> Result<Value, EntraErr
             Some(scopes) => scopes,
             None => Scopes::parse(&record.scopes)?,
         };
+        // Nothing is redeemed (the token stays unused) when the resource lacks consent.
+        if !grants.consented(tid, &record.oid, &scopes.resource) {
+            return Err(consent_required(&state.client_id));
+        }
         let omit = grants.omit_refresh_token_next > 0;
         let refresh_token = if omit {
             grants.omit_refresh_token_next -= 1;
@@ -461,11 +502,11 @@ fn refresh(state: &EntraState, tid: &str, form: &Form) -> Result<Value, EntraErr
     };
     Ok(success(
         state,
-        tid,
-        &oid,
+        Subject { tid, oid: &oid },
         &scopes,
         refresh_token,
         wants_client_info(form),
+        claims_request,
     ))
 }
 
@@ -528,16 +569,25 @@ fn wants_client_info(form: &Form) -> bool {
 }
 
 /// The success body of an OBO or refresh grant.
+/// The user a grant is for.
+struct Subject<'a> {
+    tid: &'a str,
+    oid: &'a str,
+}
+
 fn success(
     state: &EntraState,
-    tid: &str,
-    oid: &str,
+    subject: Subject<'_>,
     scopes: &Scopes,
     refresh_token: Option<String>,
     client_info: bool,
+    claims_request: &ClaimsRequest,
 ) -> Value {
+    let Subject { tid, oid } = subject;
     let issuer = state.issuer();
-    let claims = issuer.resource_claims(tid, oid, &scopes.resource, &scopes.granted_permissions());
+    let mut claims =
+        issuer.resource_claims(tid, oid, &scopes.resource, &scopes.granted_permissions());
+    claims_request.apply(&mut claims);
     let access_token = state.issue_token(&claims, TokenVersion::V1);
     let mut body = json!({
         "token_type": "Bearer",

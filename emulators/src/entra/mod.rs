@@ -6,6 +6,7 @@
 //! Tests steer it (revocation, interaction required, faults, key rotation) through the handle
 //! while the service talks to it over HTTPS.
 
+mod claims;
 mod client_auth;
 mod errors;
 mod grants;
@@ -119,6 +120,28 @@ pub(crate) enum Document {
 /// A user, as Entra keys refresh tokens: (tenant id, object id).
 type UserKey = (String, String);
 
+/// Which user grant a [`GrantRecord`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    /// The on-behalf-of exchange.
+    OnBehalfOf,
+    /// A refresh-token grant.
+    RefreshToken,
+}
+
+/// One OBO or refresh grant the token endpoint answered after authenticating the client.
+#[derive(Debug, Clone)]
+pub struct GrantRecord {
+    /// Which grant.
+    pub grant: GrantKind,
+    /// The `scope` parameter as sent.
+    pub scope: String,
+    /// The `claims` parameter, parsed (`None`: absent or not JSON).
+    pub claims: Option<Value>,
+    /// Whether a token was issued.
+    pub succeeded: bool,
+}
+
 /// One refresh token the emulator issued.
 #[derive(Debug, Clone)]
 struct RefreshRecord {
@@ -142,9 +165,20 @@ struct Grants {
     omit_refresh_token_next: u32,
     /// Tenants whose token requests answer 429, with the Retry-After in seconds.
     throttled_tenants: HashMap<String, u64>,
+    /// (tenant, user, resource) without consent; every other resource is consented.
+    no_consent: std::collections::HashSet<(String, String, String)>,
+    /// Every OBO and refresh grant since start or the last reset.
+    log: Vec<GrantRecord>,
 }
 
 impl Grants {
+    /// Whether the user (or an admin) consented to the app acting on `resource`.
+    fn consented(&self, tid: &str, oid: &str, resource: &str) -> bool {
+        !self
+            .no_consent
+            .contains(&(tid.to_owned(), oid.to_owned(), resource.to_owned()))
+    }
+
     /// Creates and records a new refresh token for the user.
     fn issue_refresh_token(&mut self, tid: &str, oid: &str, scopes: &str) -> String {
         let token = new_refresh_token();
@@ -471,10 +505,12 @@ impl EntraEmulator {
         self.state.counters.snapshot()
     }
 
-    /// Sets every counter to zero, the per-tenant metadata counts too.
+    /// Sets every counter to zero, the per-tenant metadata counts and the
+    /// [`Self::grant_log`] too.
     pub fn reset_stats(&self) {
         self.state.counters.reset();
         self.state.metadata_requests.lock().clear();
+        self.state.grants.lock().log.clear();
     }
 
     /// Metadata requests (OpenID configuration, JWKS) that arrived for `tenant` (a tenant id or
@@ -502,6 +538,32 @@ impl EntraEmulator {
     /// Drops every queued metadata fault.
     pub fn clear_metadata_faults(&self) {
         self.state.metadata_faults.clear();
+    }
+
+    /// Every OBO and refresh grant answered since start or the last [`Self::reset_stats`],
+    /// with its scopes and `claims`.
+    pub fn grant_log(&self) -> Vec<GrantRecord> {
+        self.state.grants.lock().log.clone()
+    }
+
+    /// Withdraws the consent for `resource` of the user: OBO and refresh grants asking for it
+    /// answer `invalid_grant` AADSTS65001 (`suberror: consent_required`) until
+    /// [`Self::grant_consent`]. Every resource is consented by default.
+    pub fn withhold_consent(&self, tid: &str, oid: &str, resource: &str) {
+        self.state.grants.lock().no_consent.insert((
+            tid.to_owned(),
+            oid.to_owned(),
+            resource.to_owned(),
+        ));
+    }
+
+    /// Gives back the consent [`Self::withhold_consent`] took.
+    pub fn grant_consent(&self, tid: &str, oid: &str, resource: &str) {
+        self.state.grants.lock().no_consent.remove(&(
+            tid.to_owned(),
+            oid.to_owned(),
+            resource.to_owned(),
+        ));
     }
 
     /// Issues valid refresh tokens for many users of a tenant at once, as if each had done an
