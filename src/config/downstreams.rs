@@ -355,8 +355,7 @@ mod tests {
         }
         // A per-name setting without the list is refused too.
         let error = read(&[("OBOVAULT_DOWNSTREAM_GRAPH_SCOPES", "https://g/.default")])
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(error.variable, "OBOVAULT_DOWNSTREAM_GRAPH_SCOPES");
     }
 
