@@ -224,15 +224,17 @@ async fn refresh(
                     app.access_tokens.invalidate(&owner).await;
                     // What the next sign-in must satisfy: Entra's own challenge, else the
                     // downstream's.
-                    return Err(match entra_claims.or(claims.as_deref().map(str::to_owned)) {
-                        Some(claims) => FlowError::ReauthRequiredWithClaims {
-                            reason: Some(reason),
-                            claims,
+                    return Err(
+                        match entra_claims.or(claims.as_deref().map(str::to_owned)) {
+                            Some(claims) => FlowError::ReauthRequiredWithClaims {
+                                reason: Some(reason),
+                                claims,
+                            },
+                            None => FlowError::ReauthRequired {
+                                reason: Some(reason),
+                            },
                         },
-                        None => FlowError::ReauthRequired {
-                            reason: Some(reason),
-                        },
-                    });
+                    );
                 }
                 // The row moved on between our read and the mark: the user connected again
                 // (or another instance saved a newer token). The dead grant is gone; use the
