@@ -105,6 +105,7 @@ async fn seed(app: &TestApp, tenant: &str, count: usize) -> Vec<String> {
             at: Utc::now(),
             caller_app_id: "7e57c0de-0000-4000-8000-00000000a11e".into(),
             caller_tenant_id: None,
+            downstream: Some("default".into()),
             method: "GET".into(),
             path: "/me".into(),
             downstream_status: Some(200),
