@@ -9,17 +9,20 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[allow(dead_code)]
+#[path = "api/service_process.rs"]
+mod service_process;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
 use serde_json::json;
 
 use helpers::{spawn_app_with, Backend, TestApp};
+use service_process::ServiceProcess;
 
 /// A 5 s Entra timeout allows a 15 s lease: shorter than the two-minute offset, so a lease
 /// stamped with the slow instance's own clock would look expired to the other one at once.
@@ -37,35 +40,9 @@ fn libfaketime() -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.exists())
 }
 
-/// `obo-vault serve` on a port of its own, optionally under a faked clock.
-struct Service {
-    child: Child,
-    address: String,
-    log: tempfile::NamedTempFile,
-}
-
-impl Service {
-    async fn start(app: &TestApp, faketime: Option<&Path>) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_obo-vault"));
-        command
-            .arg("serve")
-            .env_clear()
-            .envs(app.stack.service_env())
-            .env("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "/me,/echo,/status")
-            .envs(SETTINGS.iter().copied())
-            .env("DATABASE_URL", &app.database.url)
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("OBOVAULT_LOG_FORMAT", "text")
-            .env("RUST_LOG", "obo_vault=info,warn")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap());
+/// `obo-vault serve` with the test's settings, optionally under a faked clock.
+async fn start_service(app: &TestApp, faketime: Option<&Path>) -> ServiceProcess {
+    let mut service = ServiceProcess::spawn(app, SETTINGS.iter().copied(), |command| {
         if let Some(library) = faketime {
             command
                 .env("LD_PRELOAD", library)
@@ -73,48 +50,9 @@ impl Service {
                 // Only the wall clock drifts; timers and timeouts run at the normal pace.
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
-        let mut service = Self {
-            child: command.spawn().expect("obo-vault starts"),
-            address: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = service.child.try_wait().unwrap() {
-                panic!("obo-vault exited with {status}:\n{}", service.output());
-            }
-            let ready = app
-                .client
-                .get(format!("{}/", service.address))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return service;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "obo-vault did not answer:\n{}",
-                service.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() || std::env::var_os("TEST_LOG").is_some() {
-            eprintln!("--- obo-vault output ---\n{}", self.output());
-        }
-    }
+    });
+    service.wait_ready(app, Duration::from_secs(30)).await;
+    service
 }
 
 /// The preloaded library really moves the clock of a child process: `date` under it.
@@ -151,8 +89,8 @@ async fn two_instances_two_minutes_apart_never_redeem_a_token_twice() {
         return;
     };
     let users = app.seed_users(USERS, Utc::now()).await;
-    let on_time = Service::start(&app, None).await;
-    let behind = Service::start(&app, Some(&library)).await;
+    let on_time = start_service(&app, None).await;
+    let behind = start_service(&app, Some(&library)).await;
     app.stack.entra.set_strict_single_use(true);
     app.stack.entra.set_latency(Duration::from_secs(1));
     app.stack.entra.reset_stats();

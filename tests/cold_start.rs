@@ -10,16 +10,19 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[allow(dead_code)]
+#[path = "api/service_process.rs"]
+mod service_process;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use helpers::{new_user, post_timer, spawn_app, summary_count, Backend, TestApp};
+use helpers::{new_user, post_timer, spawn_app, summary_count, Backend};
+use service_process::ServiceProcess;
 
 /// A TCP relay to Postgres that the test switches on and off.
 struct DatabaseRelay {
@@ -71,61 +74,6 @@ impl DatabaseRelay {
     }
 }
 
-/// `obo-vault serve` as the host runs it, with its output kept for failures.
-struct Service {
-    child: Child,
-    address: String,
-    log: tempfile::NamedTempFile,
-}
-
-impl Service {
-    fn start(app: &TestApp, database_url: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_obo-vault"));
-        command
-            .arg("serve")
-            .env_clear()
-            .envs(app.stack.service_env())
-            .env("DATABASE_URL", database_url)
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("OBOVAULT_LOG_FORMAT", "text")
-            .env("RUST_LOG", "obo_vault=info,warn")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap());
-        Self {
-            child: command.spawn().expect("obo-vault starts"),
-            address: format!("http://127.0.0.1:{port}"),
-            log,
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("obo-vault exited with {status}:\n{}", self.output());
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- obo-vault output ---\n{}", self.output());
-        }
-    }
-}
-
 /// The test database's URL with its host and port replaced by the relay's.
 fn through(relay: &DatabaseRelay, url: &str) -> String {
     let mut parsed = url::Url::parse(url).unwrap();
@@ -157,7 +105,7 @@ async fn serves_once_the_database_comes_up_and_fails_timer_runs_while_it_is_gone
         .unwrap()[0];
     let relay = DatabaseRelay::start(upstream).await;
     let url = through(&relay, &app.database.url);
-    let mut service = Service::start(&app, &url);
+    let mut service = ServiceProcess::spawn(&app, [("DATABASE_URL", url.as_str())], |_| {});
     app.address = service.address.clone();
     let client = app.client.clone();
 

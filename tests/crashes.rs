@@ -7,9 +7,10 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[allow(dead_code)]
+#[path = "api/service_process.rs"]
+mod service_process;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -17,6 +18,7 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 
 use helpers::{new_user, spawn_app_with, summary_count, Backend, TestApp};
+use service_process::ServiceProcess;
 
 /// Short leases keep the tests fast: `OBOVAULT_ENTRA_TIMEOUT=1s` allows a 7 s lease.
 const ENTRA_TIMEOUT: &str = "1s";
@@ -27,90 +29,32 @@ const SETTINGS: &[(&str, &str)] = &[
 ];
 
 /// The `obo-vault` binary serving on a port of its own.
-struct Service {
-    child: Child,
-    address: String,
-    log: tempfile::NamedTempFile,
-}
+struct Service(ServiceProcess);
 
 impl Service {
     /// Starts `obo-vault serve` against the harness's emulators and database and waits until
     /// `GET /` answers.
     async fn start(app: &TestApp) -> Self {
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_obo-vault"));
-        command
-            .arg("serve")
-            .env_clear()
-            .envs(app.stack.service_env())
-            .env("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "/me,/echo,/status")
-            .env("OBOVAULT_DOWNSTREAM_TIMEOUT", "5s")
-            .envs(SETTINGS.iter().copied())
-            .env("DATABASE_URL", &app.database.url)
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("OBOVAULT_LOG_FORMAT", "text")
-            .env("RUST_LOG", "obo_vault=info,warn")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap());
-        if let Some(path) = std::env::var_os("PATH") {
-            command.env("PATH", path);
-        }
-        let mut service = Self {
-            child: command.spawn().expect("obo-vault starts"),
-            address: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = service.child.try_wait().unwrap() {
-                panic!("obo-vault exited with {status}:\n{}", service.output());
-            }
-            let ready = app
-                .client
-                .get(format!("{}/", service.address))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return service;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "obo-vault did not answer:\n{}",
-                service.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let settings = SETTINGS
+            .iter()
+            .copied()
+            .chain([("OBOVAULT_DOWNSTREAM_TIMEOUT", "5s")]);
+        Self(ServiceProcess::start(app, settings).await)
     }
 
     /// SIGKILL: no graceful shutdown, no drain. Returns when the process is gone.
     fn kill(&mut self) -> DateTime<Utc> {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.0.kill();
         Utc::now()
     }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() || std::env::var_os("TEST_LOG").is_some() {
-            eprintln!("--- obo-vault output ---\n{}", self.output());
-        }
-    }
-}
+impl std::ops::Deref for Service {
+    type Target = ServiceProcess;
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    fn deref(&self) -> &ServiceProcess {
+        &self.0
+    }
 }
 
 /// The harness (emulators, a fresh database, an in-process service for seeding and reading

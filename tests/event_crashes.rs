@@ -6,68 +6,18 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[allow(dead_code)]
+#[path = "api/service_process.rs"]
+mod service_process;
 
-use std::net::TcpListener;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use helpers::{new_user, spawn_app, Backend, TestApp};
+use service_process::ServiceProcess;
 
 /// `obo-vault serve` as a child process, with events sent to the stack's receiver.
-struct Service {
-    child: tokio::process::Child,
-    address: String,
-}
-
-impl Service {
-    async fn start(app: &TestApp) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_obo-vault"));
-        command
-            .arg("serve")
-            .env_clear()
-            .envs(app.stack.service_env())
-            .envs(app.stack.events_env())
-            .env("DATABASE_URL", &app.database.url)
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("OBOVAULT_LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        if let Some(path) = std::env::var_os("PATH") {
-            command.env("PATH", path);
-        }
-        let service = Self {
-            child: command.spawn().expect("obo-vault starts"),
-            address: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = app
-                .client
-                .get(format!("{}/", service.address))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return service;
-            }
-            assert!(Instant::now() < deadline, "obo-vault did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown, no drain.
-    async fn kill(mut self) {
-        self.child.kill().await.unwrap();
-    }
+async fn start_service(app: &TestApp) -> ServiceProcess {
+    ServiceProcess::start(app, app.stack.events_env()).await
 }
 
 async fn sigkill_right_after_setup_loses_no_event(backend: Backend) {
@@ -75,12 +25,12 @@ async fn sigkill_right_after_setup_loses_no_event(backend: Backend) {
         return;
     };
     app.stack.events.set_down(true);
-    let service = Service::start(&app).await;
+    let mut service = start_service(&app).await;
     app.address = service.address.clone();
     let oid = new_user();
     let response = app.post_setup(&app.user_token(&oid)).await;
     assert_eq!(response.status(), 201);
-    service.kill().await;
+    service.kill();
     let pending = app.store.events().report().await.unwrap();
     assert_eq!(
         pending.pending, 1,
@@ -88,7 +38,7 @@ async fn sigkill_right_after_setup_loses_no_event(backend: Backend) {
     );
 
     app.stack.events.set_down(false);
-    let service = Service::start(&app).await;
+    let mut service = start_service(&app).await;
     // Due within its back-off, or once a lease the killed process held runs out (30 s).
     let deadline = Instant::now() + Duration::from_secs(60);
     let delivered = loop {
@@ -114,7 +64,7 @@ async fn sigkill_right_after_setup_loses_no_event(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    service.kill().await;
+    service.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

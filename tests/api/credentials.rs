@@ -7,9 +7,6 @@
 //! environment, so the managed-identity case runs the real `obo-vault` binary as a child
 //! process with the Stack's settings, as App Service would start it.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use emulators::{
     ClientCertificate, ServiceCredential, StackOptions, DEFAULT_MANAGED_IDENTITY_CLIENT_ID,
     TOKEN_EXCHANGE_AUDIENCE,
@@ -17,6 +14,7 @@ use emulators::{
 use serde_json::json;
 
 use crate::helpers::{new_user, spawn_app_on, Backend, TestApp};
+use crate::service_process::{ServiceProcess, NO_SETTINGS};
 
 fn options(credential: ServiceCredential) -> StackOptions {
     StackOptions {
@@ -91,77 +89,6 @@ async fn an_unregistered_certificate_fails_setup_and_stores_nothing() {
     assert!(stats.failed_grants >= 1, "{stats:?}");
 }
 
-/// `obo-vault serve` as a child process with the Stack's settings.
-struct ChildService {
-    child: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl ChildService {
-    async fn start(app: &TestApp) -> (Self, String) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_obo-vault"));
-        command
-            .arg("serve")
-            .env_clear()
-            .envs(app.stack.service_env())
-            .env("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "/me,/echo,/status")
-            .env("DATABASE_URL", &app.database.url)
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("OBOVAULT_LOG_FORMAT", "text")
-            .env("RUST_LOG", "obo_vault=info,warn")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap());
-        let mut service = Self {
-            child: command.spawn().expect("obo-vault starts"),
-            log,
-        };
-        let address = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = service.child.try_wait().unwrap() {
-                panic!("obo-vault exited with {status}:\n{}", service.output());
-            }
-            let ready = app
-                .client
-                .get(format!("{address}/"))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return (service, address);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "obo-vault did not answer:\n{}",
-                service.output()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for ChildService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() || std::env::var_os("TEST_LOG").is_some() {
-            eprintln!("--- obo-vault output ---\n{}", self.output());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_identity_with_a_federated_credential_sqlite() {
     managed_identity_with_a_federated_credential(Backend::Sqlite).await;
@@ -178,7 +105,8 @@ async fn managed_identity_with_a_federated_credential(backend: Backend) {
     else {
         return;
     };
-    let (_service, address) = ChildService::start(&app).await;
+    let service = ServiceProcess::start(&app, NO_SETTINGS).await;
+    let address = service.address.clone();
     // Every call of the harness now goes to the child process.
     app.address = address;
     setup_and_do_work(&app).await;

@@ -2,6 +2,9 @@
 //! over HTTPS, on SQLite and on Postgres.
 
 mod helpers;
+// Shared with the process tests in tests/*.rs, which use all of it.
+#[allow(dead_code)]
+mod service_process;
 
 mod claims;
 mod credentials;
