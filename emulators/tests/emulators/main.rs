@@ -1,5 +1,6 @@
 //! End-to-end tests of the emulators over HTTPS, with a client that trusts only the Stack's CA.
 
+mod cae;
 mod client_credentials;
 mod common;
 mod downstream;
