@@ -219,6 +219,32 @@ pub(crate) fn print(report: &Value) {
             })
             .collect(),
     );
+    let two = &report["do_work_warm_two_downstreams"];
+    if two.is_object() {
+        table(
+            "do-work, warm, two downstreams (each user's calls alternate between them)",
+            &[
+                "db",
+                "conc",
+                "ours p50",
+                "ours p90",
+                "ours p99",
+                "ours req/s",
+                "service CPU µs/call",
+                "Entra calls",
+            ],
+            vec![vec![
+                f(&two["backend"]),
+                f(&two["concurrency"]),
+                f(&two["ours"]["p50_ms"]),
+                f(&two["ours"]["p90_ms"]),
+                f(&two["ours"]["p99_ms"]),
+                f(&two["ours"]["rps"]),
+                f(&two["service_cpu_us_per_call"]),
+                f(&two["entra_calls"]),
+            ]],
+        );
+    }
     table(
         "do-work, cold (refresh on every call) vs ours (Postgres, concurrency 8)",
         &[
