@@ -78,6 +78,11 @@ pub(super) async fn set_secret(
     Json(state.bundle(&name, &secret, true)).into_response()
 }
 
+/// `PATCH /secrets/{name}/{version}`: Key Vault's "Update Secret" operation
+/// (learn.microsoft.com/rest/api/keyvault/secrets/update-secret; `SecretUpdateParameters` in
+/// the REST specification's `secrets.json`): it changes only the attributes, tags and content
+/// type it is given, never the value, and answers `200` with the secret bundle without its
+/// value. An unknown version is `404 SecretNotFound`, as for a read.
 pub(super) async fn update_version(
     State(state): State<Arc<KeyVaultState>>,
     Path((name, version)): Path<(String, String)>,
