@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::keys::Timings;
-use super::TokenValidator;
+use super::{TokenError, TokenValidator};
 use crate::config::AllowedTenants;
 use crate::domain::TenantId;
 use crate::idp::credential::tests::{test_key_pem, TEST_KEY};
@@ -142,6 +142,13 @@ pub(super) async fn entra() -> Arc<Entra> {
 }
 
 /// A validator over plain HTTP (the real client is https-only), allowing only `TENANT`.
+/// A fake Entra and a validator for `TENANT` that trusts it.
+pub(super) async fn entra_and_validator() -> (Arc<Entra>, TokenValidator) {
+    let entra = entra().await;
+    let validator = validator(&entra);
+    (entra, validator)
+}
+
 pub(super) fn validator(entra: &Entra) -> TokenValidator {
     let tenants = AllowedTenants::Only(vec![TenantId::parse(TENANT).unwrap()]);
     validator_with(entra, tenants, Timings::default())
@@ -213,6 +220,38 @@ pub(super) fn with(mut claims: Value, changes: Value) -> Value {
         }
     }
     claims
+}
+
+/// Asserts that `claims`, each time with one set of `changes`, is refused with its error.
+pub(super) async fn assert_refused(
+    validator: &TokenValidator,
+    claims: &Value,
+    cases: impl IntoIterator<Item = (Value, TokenError)>,
+) {
+    for (changes, expected) in cases {
+        let token = mint("k1", &with(claims.clone(), changes.clone()));
+        assert_eq!(
+            validator.validate(&token).await.unwrap_err(),
+            expected,
+            "{changes}"
+        );
+    }
+}
+
+/// Asserts that each of `tokens` is refused with `expected`.
+pub(super) async fn assert_each_refused(
+    validator: &TokenValidator,
+    tokens: impl IntoIterator<Item = impl AsRef<str>>,
+    expected: TokenError,
+) {
+    for token in tokens {
+        let token = token.as_ref();
+        assert_eq!(
+            validator.validate(token).await.unwrap_err(),
+            expected,
+            "{token}"
+        );
+    }
 }
 
 pub(super) fn unsigned(header: Value, claims: &Value) -> String {

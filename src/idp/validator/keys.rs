@@ -120,6 +120,20 @@ impl Attempts {
     fn allowed(&self, interval: Duration) -> bool {
         self.last.is_none_or(|last| last.elapsed() >= interval)
     }
+
+    /// Records a fetch that started now and ended with `outcome`: a failure is logged with
+    /// `what` and makes the caller's keys unavailable (and the next attempt wait).
+    fn settle<T>(
+        &mut self,
+        outcome: Result<T, FetchError>,
+        what: &'static str,
+    ) -> Result<T, TokenError> {
+        self.failed = outcome.is_err();
+        outcome.map_err(|error| {
+            tracing::warn!(error = %error, "{what}");
+            TokenError::MetadataUnavailable
+        })
+    }
 }
 
 /// One metadata document and its keys, with last-good semantics.
@@ -205,24 +219,18 @@ impl KeySource {
             };
         }
         attempts.last = Some(Instant::now());
-        match self.fetch_keys(fetcher, &set.issuer, &set.jwks_uri).await {
-            Ok(keys) => {
-                attempts.failed = false;
-                let fresh = Arc::new(KeySet {
-                    issuer: set.issuer.clone(),
-                    jwks_uri: set.jwks_uri.clone(),
-                    keys,
-                    fetched_at: Instant::now(),
-                });
-                self.store(fresh.clone());
-                Ok(fresh)
-            }
-            Err(error) => {
-                attempts.failed = true;
-                tracing::warn!(error = %error, "cannot refetch the signing keys; keeping the last good ones");
-                Err(TokenError::MetadataUnavailable)
-            }
-        }
+        let keys = attempts.settle(
+            self.fetch_keys(fetcher, &set.issuer, &set.jwks_uri).await,
+            "cannot refetch the signing keys; keeping the last good ones",
+        )?;
+        let fresh = Arc::new(KeySet {
+            issuer: set.issuer.clone(),
+            jwks_uri: set.jwks_uri.clone(),
+            keys,
+            fetched_at: Instant::now(),
+        });
+        self.store(fresh.clone());
+        Ok(fresh)
     }
 
     /// Refreshes stale keys without holding up the request, which uses the current ones.
@@ -266,19 +274,13 @@ impl KeySource {
             return Err(TokenError::MetadataUnavailable);
         }
         attempts.last = Some(Instant::now());
-        match self.fetch(fetcher).await {
-            Ok(set) => {
-                attempts.failed = false;
-                let set = Arc::new(set);
-                self.store(set.clone());
-                Ok(set)
-            }
-            Err(error) => {
-                attempts.failed = true;
-                tracing::warn!(error = %error, "cannot fetch the OpenID metadata");
-                Err(TokenError::MetadataUnavailable)
-            }
-        }
+        let set = attempts.settle(
+            self.fetch(fetcher).await,
+            "cannot fetch the OpenID metadata",
+        )?;
+        let set = Arc::new(set);
+        self.store(set.clone());
+        Ok(set)
     }
 
     /// Discovery, then its JWKS.
