@@ -10,7 +10,9 @@ use chrono::{DateTime, Duration as Span, SubsecRound as _, Utc};
 use secrecy::SecretString;
 use sqlx::{Connection, Executor, PgConnection};
 
-use super::{connect, DueClaim, Failure, Lease, RowId, SealedGrant, TokenRecord, TokenStore};
+use super::{connect, DueClaim, Failure, GrantSave, Lease, RowId, SealedGrant, TokenRecord};
+use super::{StoreError, TokenStore};
+pub(super) use crate::domain::TokenStatus;
 use crate::domain::{TenantId, UserId, UserKey};
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -278,3 +280,25 @@ pub(super) fn user_numbers(rows: &[TokenRecord]) -> Vec<String> {
         })
         .collect()
 }
+
+/// One save after a re-seal under a newer key (keeps `refreshed_at` and the failures), as the
+/// timer's rotation makes it through [`TokenStore::save_grants`].
+pub(super) trait SaveResealed: TokenStore {
+    async fn save_resealed(
+        &self,
+        key: &UserKey,
+        expected_revision: i64,
+        grant: &SealedGrant,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let save = GrantSave {
+            key,
+            expected_revision,
+            grant,
+            refreshed_at: None,
+        };
+        Ok(self.save_grants(&[save], owner).await? == [true])
+    }
+}
+
+impl SaveResealed for dyn TokenStore {}

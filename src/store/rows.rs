@@ -1,17 +1,16 @@
 //! Row shapes and decisions shared by both adapters.
 //!
-//! The adapters differ only in how a timestamp is stored (`timestamptz` in Postgres, fixed-width
-//! UTC text in SQLite), so the raw rows are generic over the timestamp type and each adapter
-//! passes its conversion.
+//! The backends differ only in how a timestamp is stored (`timestamptz` in Postgres,
+//! fixed-width UTC text in SQLite), so the raw rows are generic over the dialect, whose
+//! [`Dialect::unstamp`] reads their times.
 
-use chrono::{DateTime, Utc};
-
+use super::dialect::Dialect;
 use super::{AccessRecord, Claimed, CorruptRow, LeaseAttempt, StoreError, TokenRecord};
 use crate::domain::{TenantId, TokenStatus, UserId, UserKey};
 
-/// A `user_tokens` row as the driver decodes it; `Ts` is the column type of timestamps.
+/// A `user_tokens` row as the driver decodes it.
 #[derive(sqlx::FromRow)]
-pub(super) struct RawRecord<Ts> {
+pub(crate) struct RawRecord<D: Dialect> {
     tenant_id: String,
     user_id: String,
     sealed_refresh_token: Vec<u8>,
@@ -20,26 +19,23 @@ pub(super) struct RawRecord<Ts> {
     status: String,
     status_reason: Option<String>,
     scopes: String,
-    created_at: Ts,
-    refreshed_at: Ts,
+    created_at: D::Stamp,
+    refreshed_at: D::Stamp,
     revision: i64,
     lease_owner: Option<String>,
-    lease_until: Option<Ts>,
+    lease_until: Option<D::Stamp>,
     failure_count: i32,
-    next_attempt_at: Option<Ts>,
+    next_attempt_at: Option<D::Stamp>,
     last_error: Option<String>,
 }
 
-impl<Ts> RawRecord<Ts> {
+impl<D: Dialect> RawRecord<D> {
     /// Like [`Self::into_record`], but a row that does not parse becomes a [`CorruptRow`]
     /// naming it by its raw ids.
-    pub(super) fn into_claimed(
-        self,
-        time: impl Fn(Ts) -> Result<DateTime<Utc>, StoreError>,
-    ) -> Result<TokenRecord, CorruptRow> {
+    pub(super) fn into_claimed(self) -> Result<TokenRecord, CorruptRow> {
         let (tenant_id, user_id) = (self.tenant_id.clone(), self.user_id.clone());
         let (revision, failure_count) = (self.revision, self.failure_count);
-        self.into_record(time).map_err(|error| CorruptRow {
+        self.into_record().map_err(|error| CorruptRow {
             tenant_id,
             user_id,
             revision,
@@ -51,11 +47,8 @@ impl<Ts> RawRecord<Ts> {
         })
     }
 
-    /// Checks the ids and converts the timestamps with `time`.
-    pub(super) fn into_record(
-        self,
-        time: impl Fn(Ts) -> Result<DateTime<Utc>, StoreError>,
-    ) -> Result<TokenRecord, StoreError> {
+    /// Checks the ids and reads the timestamps.
+    pub(super) fn into_record(self) -> Result<TokenRecord, StoreError> {
         Ok(TokenRecord {
             key: user_key(&self.tenant_id, &self.user_id)?,
             sealed_refresh_token: self.sealed_refresh_token,
@@ -64,13 +57,13 @@ impl<Ts> RawRecord<Ts> {
             status: TokenStatus::from_column(&self.status),
             status_reason: self.status_reason,
             scopes: self.scopes,
-            created_at: time(self.created_at)?,
-            refreshed_at: time(self.refreshed_at)?,
+            created_at: D::unstamp(self.created_at)?,
+            refreshed_at: D::unstamp(self.refreshed_at)?,
             revision: self.revision,
             lease_owner: self.lease_owner,
-            lease_until: self.lease_until.map(&time).transpose()?,
+            lease_until: self.lease_until.map(D::unstamp).transpose()?,
             failure_count: self.failure_count,
-            next_attempt_at: self.next_attempt_at.map(&time).transpose()?,
+            next_attempt_at: self.next_attempt_at.map(D::unstamp).transpose()?,
             last_error: self.last_error,
         })
     }
@@ -78,10 +71,10 @@ impl<Ts> RawRecord<Ts> {
 
 /// A `user_token_accesses` row as the driver decodes it.
 #[derive(sqlx::FromRow)]
-pub(super) struct RawAccess<Ts> {
+pub(crate) struct RawAccess<D: Dialect> {
     tenant_id: String,
     user_id: String,
-    at: Ts,
+    at: D::Stamp,
     caller_app_id: String,
     method: String,
     path: String,
@@ -91,15 +84,12 @@ pub(super) struct RawAccess<Ts> {
     downstream: Option<String>,
 }
 
-impl<Ts> RawAccess<Ts> {
-    /// Checks the ids and converts the timestamp with `time`.
-    pub(super) fn into_access(
-        self,
-        time: impl Fn(Ts) -> Result<DateTime<Utc>, StoreError>,
-    ) -> Result<AccessRecord, StoreError> {
+impl<D: Dialect> RawAccess<D> {
+    /// Checks the ids and reads the timestamp.
+    pub(super) fn into_access(self) -> Result<AccessRecord, StoreError> {
         Ok(AccessRecord {
             key: user_key(&self.tenant_id, &self.user_id)?,
-            at: time(self.at)?,
+            at: D::unstamp(self.at)?,
             caller_app_id: self.caller_app_id,
             downstream: self.downstream,
             method: self.method,
@@ -145,13 +135,10 @@ pub(super) fn refused_lease(row: Option<TokenRecord>, owner: &str) -> Option<Lea
 }
 
 /// Splits a claimed batch into readable rows (oldest first) and corrupt ones.
-pub(super) fn claimed<Ts>(
-    raws: Vec<RawRecord<Ts>>,
-    time: impl Fn(Ts) -> Result<DateTime<Utc>, StoreError> + Copy,
-) -> Claimed {
+pub(super) fn claimed<D: Dialect>(raws: Vec<RawRecord<D>>) -> Claimed {
     let mut batch = Claimed::default();
     for raw in raws {
-        match raw.into_claimed(time) {
+        match raw.into_claimed() {
             Ok(row) => batch.rows.push(row),
             Err(corrupt) => batch.corrupt.push(corrupt),
         }
@@ -180,4 +167,12 @@ impl From<(String, String, i64)> for super::KeyVersionCount {
             rows,
         }
     }
+}
+
+/// The `SUMMARY` row of the operator's counts.
+#[derive(sqlx::FromRow)]
+pub(crate) struct Summary<D: Dialect> {
+    pub(super) oldest: Option<D::Stamp>,
+    pub(super) leased: i64,
+    pub(super) backing_off: i64,
 }

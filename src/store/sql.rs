@@ -1,4 +1,4 @@
-//! The statements of both adapters. They are written once in the SQL both Postgres and SQLite
+//! The statements of both backends. They are written once in the SQL both Postgres and SQLite
 //! (3.35+, bundled with sqlx) understand; only the claim, the history trim and the saves of a
 //! new grant differ (Postgres saves every batch in one `UNNEST` statement).
 //! Parameters: `$1` tenant id and `$2` user id wherever a single row is addressed. In SQLite
@@ -9,7 +9,7 @@
 //! instance whose clock is behind looks expired to the others the moment it is written. The
 //! statements that read the clock come in a Postgres and a SQLite spelling, made from one text
 //! by the macros below. A span of time is bound as a number of seconds in Postgres and as a
-//! date-function modifier (`+35.000000 seconds`) in SQLite (see each adapter's `span`).
+//! date-function modifier (`+35.000000 seconds`) in SQLite (see each dialect's `span`).
 
 /// The database's clock, comparable with stored timestamps. SQLite's `%f` is `SS.SSS`
 /// (milliseconds): three zeros make the store's fixed-width microseconds, so the text still
@@ -44,6 +44,42 @@ macro_rules! token_columns {
     };
 }
 
+/// The statements whose spelling differs between the backends, for a store dialect.
+pub(crate) struct Statements {
+    /// [`ACQUIRE_LEASE_POSTGRES`].
+    pub(crate) acquire_lease: &'static str,
+    /// [`EXTEND_LEASE_POSTGRES`].
+    pub(crate) extend_lease: &'static str,
+    /// [`RECORD_FAILURE_POSTGRES`].
+    pub(crate) record_failure: &'static str,
+    /// [`CLAIM_DUE_POSTGRES`].
+    pub(crate) claim_due: &'static str,
+    /// [`SUMMARY_POSTGRES`].
+    pub(crate) summary: &'static str,
+    /// [`TRIM_ACCESSES_POSTGRES`].
+    pub(crate) trim_accesses: &'static str,
+}
+
+/// The Postgres spelling.
+pub(super) const POSTGRES: Statements = Statements {
+    acquire_lease: ACQUIRE_LEASE_POSTGRES,
+    extend_lease: EXTEND_LEASE_POSTGRES,
+    record_failure: RECORD_FAILURE_POSTGRES,
+    claim_due: CLAIM_DUE_POSTGRES,
+    summary: SUMMARY_POSTGRES,
+    trim_accesses: TRIM_ACCESSES_POSTGRES,
+};
+
+/// The SQLite spelling.
+pub(super) const SQLITE: Statements = Statements {
+    acquire_lease: ACQUIRE_LEASE_SQLITE,
+    extend_lease: EXTEND_LEASE_SQLITE,
+    record_failure: RECORD_FAILURE_SQLITE,
+    claim_due: CLAIM_DUE_SQLITE,
+    summary: SUMMARY_SQLITE,
+    trim_accesses: TRIM_ACCESSES_SQLITE,
+};
+
 /// `$3`..`$5` grant, `$6` scopes, `$7` now, `$8` first revision. Returns no row when the user
 /// is already connected; `RECONNECT` then replaces the grant.
 pub(super) const INSERT_NEW: &str = concat!(
@@ -74,8 +110,6 @@ pub(super) const FIND: &str = concat!(
     token_columns!(),
     " FROM user_tokens WHERE tenant_id = $1 AND user_id = $2"
 );
-
-pub(super) const DELETE: &str = "DELETE FROM user_tokens WHERE tenant_id = $1 AND user_id = $2";
 
 /// `$3` owner, `$4` lease span. Our own lease may be extended.
 macro_rules! acquire_lease {
@@ -192,6 +226,22 @@ pub(super) const RECORD_FAILURE_SQLITE: &str = record_failure!(sqlite);
 pub(super) const KEY_NAMES: &str =
     "SELECT DISTINCT key_name FROM user_tokens WHERE status = 'active' ORDER BY key_name";
 
+/// Rows of key `$1` the timer may take now: active, not backing off and not leased, by the
+/// database's clock.
+macro_rules! free_rows_of_key {
+    ($db:ident) => {
+        concat!(
+            "key_name = $1 AND status = 'active'
+             AND (next_attempt_at IS NULL OR next_attempt_at <= ",
+            clock!($db),
+            ")
+             AND (lease_until IS NULL OR lease_until < ",
+            clock!($db),
+            ")"
+        )
+    };
+}
+
 /// `$1` key name, `$2` refresh-after span (negative; NULL: re-seals only), `$3` latest version,
 /// `$4` owner, `$5` lease span, `$6` limit.
 ///
@@ -200,49 +250,32 @@ pub(super) const KEY_NAMES: &str =
 /// to the `$6` oldest and leased in this statement. The version scans go in (version, age)
 /// order because a re-sealed row keeps `refreshed_at` but leaves these ranges, so a rotation
 /// run never re-reads its own work; with one old version (the usual case) the batch is exactly
-/// the oldest due rows, with several it is the oldest of the lowest old version first. `FOR UPDATE SKIP LOCKED` makes a concurrent
-/// claimer skip rows being claimed here; once we commit, its re-check sees our lease. Row locks
-/// end with the statement: nothing stays locked while the timer calls Entra.
+/// the oldest due rows, with several it is the oldest of the lowest old version first.
+/// `FOR UPDATE SKIP LOCKED` makes a concurrent claimer skip rows being claimed here; once we
+/// commit, its re-check sees our lease. Row locks end with the statement: nothing stays
+/// locked while the timer calls Entra.
 pub(super) const CLAIM_DUE_POSTGRES: &str = concat!(
     "
     WITH by_age AS (
         SELECT tenant_id, user_id, refreshed_at FROM user_tokens
-        WHERE key_name = $1 AND status = 'active' AND refreshed_at < ",
+        WHERE ",
+    free_rows_of_key!(postgres),
+    " AND refreshed_at < ",
     clock_plus!(postgres, "$2"),
     "
-          AND (next_attempt_at IS NULL OR next_attempt_at <= ",
-    clock!(postgres),
-    ")
-          AND (lease_until IS NULL OR lease_until < ",
-    clock!(postgres),
-    ")
-        ORDER BY refreshed_at
-        LIMIT $6
-        FOR UPDATE SKIP LOCKED
+        ORDER BY refreshed_at LIMIT $6 FOR UPDATE SKIP LOCKED
     ), below_latest AS (
         SELECT tenant_id, user_id, refreshed_at FROM user_tokens
-        WHERE key_name = $1 AND status = 'active' AND key_version < $3
-          AND (next_attempt_at IS NULL OR next_attempt_at <= ",
-    clock!(postgres),
-    ")
-          AND (lease_until IS NULL OR lease_until < ",
-    clock!(postgres),
-    ")
-        ORDER BY key_version, refreshed_at
-        LIMIT $6
-        FOR UPDATE SKIP LOCKED
+        WHERE ",
+    free_rows_of_key!(postgres),
+    " AND key_version < $3
+        ORDER BY key_version, refreshed_at LIMIT $6 FOR UPDATE SKIP LOCKED
     ), above_latest AS (
         SELECT tenant_id, user_id, refreshed_at FROM user_tokens
-        WHERE key_name = $1 AND status = 'active' AND key_version > $3
-          AND (next_attempt_at IS NULL OR next_attempt_at <= ",
-    clock!(postgres),
-    ")
-          AND (lease_until IS NULL OR lease_until < ",
-    clock!(postgres),
-    ")
-        ORDER BY key_version, refreshed_at
-        LIMIT $6
-        FOR UPDATE SKIP LOCKED
+        WHERE ",
+    free_rows_of_key!(postgres),
+    " AND key_version > $3
+        ORDER BY key_version, refreshed_at LIMIT $6 FOR UPDATE SKIP LOCKED
     ), picked AS (
         SELECT tenant_id AS picked_tenant_id, user_id AS picked_user_id FROM (
             SELECT * FROM by_age UNION SELECT * FROM below_latest UNION SELECT * FROM above_latest
@@ -273,43 +306,28 @@ pub(super) const CLAIM_DUE_SQLITE: &str = concat!(
         SELECT id FROM (
             SELECT id, refreshed_at FROM (
                 SELECT rowid AS id, refreshed_at FROM user_tokens INDEXED BY user_tokens_due_by_age
-                WHERE key_name = $1 AND status = 'active' AND refreshed_at < ",
+                WHERE ",
+    free_rows_of_key!(sqlite),
+    " AND refreshed_at < ",
     clock_plus!(sqlite, "$2"),
     "
-                  AND (next_attempt_at IS NULL OR next_attempt_at <= ",
-    clock!(sqlite),
-    ")
-                  AND (lease_until IS NULL OR lease_until < ",
-    clock!(sqlite),
-    ")
-                ORDER BY refreshed_at
-                LIMIT $6
+                ORDER BY refreshed_at LIMIT $6
             )
             UNION
             SELECT id, refreshed_at FROM (
                 SELECT rowid AS id, refreshed_at FROM user_tokens INDEXED BY user_tokens_due_by_key
-                WHERE key_name = $1 AND status = 'active' AND key_version < $3
-                  AND (next_attempt_at IS NULL OR next_attempt_at <= ",
-    clock!(sqlite),
-    ")
-                  AND (lease_until IS NULL OR lease_until < ",
-    clock!(sqlite),
-    ")
-                ORDER BY key_version, refreshed_at
-                LIMIT $6
+                WHERE ",
+    free_rows_of_key!(sqlite),
+    " AND key_version < $3
+                ORDER BY key_version, refreshed_at LIMIT $6
             )
             UNION
             SELECT id, refreshed_at FROM (
                 SELECT rowid AS id, refreshed_at FROM user_tokens INDEXED BY user_tokens_due_by_key
-                WHERE key_name = $1 AND status = 'active' AND key_version > $3
-                  AND (next_attempt_at IS NULL OR next_attempt_at <= ",
-    clock!(sqlite),
-    ")
-                  AND (lease_until IS NULL OR lease_until < ",
-    clock!(sqlite),
-    ")
-                ORDER BY key_version, refreshed_at
-                LIMIT $6
+                WHERE ",
+    free_rows_of_key!(sqlite),
+    " AND key_version > $3
+                ORDER BY key_version, refreshed_at LIMIT $6
             )
         )
         ORDER BY refreshed_at

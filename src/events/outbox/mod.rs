@@ -4,12 +4,13 @@
 //! same transaction as the rows they remove.
 //!
 //! The store's own writes (setup, `DELETE /api/setup`, a grant found dead) insert their event
-//! through [`postgres::insert`] / [`sqlite::insert`] inside the store's transaction. Every
-//! time in this table is the database's clock, never an instance's (instances drift).
+//! inside the store's transaction through [`Emitter`]. Every time in this table is the
+//! database's clock, never an instance's (instances drift). One implementation,
+//! [`SqlEvents`], serves both backends through the store's dialect (`crate::store`).
 
-pub mod postgres;
-mod sql;
-pub mod sqlite;
+mod emitter;
+pub(crate) mod sql;
+mod table;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::domain::{TenantId, UserKey};
-use crate::store::StoreError;
+use crate::store::{Dialect, StoreError};
+
+pub(crate) use emitter::{delete_user, Emitter};
+pub(crate) use table::SqlEvents;
 
 /// What a delivery pass asks for.
 #[derive(Clone, Debug)]
@@ -128,23 +132,13 @@ pub trait EventStore: Send + Sync {
     async fn purge_tenant(&self, tenant: &TenantId) -> Result<Purged, StoreError>;
 }
 
-/// Parses a user id returned by a purge (the column is always a GUID written by the store).
-fn user_key(tenant: &TenantId, user_id: &str) -> Result<UserKey, StoreError> {
-    let user_id = crate::domain::UserId::parse(user_id)
-        .map_err(|error| StoreError::Other(anyhow::Error::new(error).context("corrupt row")))?;
-    Ok(UserKey {
-        tenant_id: tenant.clone(),
-        user_id,
-    })
-}
+/// A claimed event as the drivers decode it: id, type, body, attempts.
+pub(crate) type PendingRow = (String, String, String, i32);
 
-/// A claimed event as both drivers decode it: id, type, body, attempts.
-type Row = (String, String, String, i32);
+/// An expired event as the drivers decode it: id, type, attempts, last error.
+pub(crate) type DroppedRow = (String, String, i32, Option<String>);
 
-/// An expired event as both drivers decode it: id, type, attempts, last error.
-type Dropped = (String, String, i32, Option<String>);
-
-fn pending((id, event_type, body, attempts): Row) -> PendingEvent {
+fn pending((id, event_type, body, attempts): PendingRow) -> PendingEvent {
     PendingEvent {
         id,
         event_type,
@@ -153,11 +147,26 @@ fn pending((id, event_type, body, attempts): Row) -> PendingEvent {
     }
 }
 
-fn dropped((id, event_type, attempts, last_error): Dropped) -> DroppedEvent {
+fn dropped((id, event_type, attempts, last_error): DroppedRow) -> DroppedEvent {
     DroppedEvent {
         id,
         event_type,
         attempts,
         last_error,
     }
+}
+
+/// The database's clock (`clock` statements).
+#[derive(sqlx::FromRow)]
+pub(crate) struct Now<D: Dialect> {
+    now: D::Stamp,
+}
+
+/// The `REPORT` row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct Counts<D: Dialect> {
+    pending: i64,
+    oldest: Option<D::Stamp>,
+    failing: i64,
+    failed_attempts: i64,
 }

@@ -1,7 +1,40 @@
 //! The outbox statements of each backend. They differ only in how the database's clock is
 //! read: `now()` in Postgres; in SQLite `strftime('%Y-%m-%dT%H:%M:%fZ', 'now', …)`, a
 //! fixed-width UTC text that orders as time. `$1` is the event id wherever one event is
-//! addressed.
+//! addressed. [`POSTGRES`] and [`SQLITE`] gather each backend's spelling for the store's
+//! dialect.
+
+/// The outbox statements whose spelling differs between the backends.
+pub(crate) struct Statements {
+    /// `$1` id, `$2` type, `$3` body. Due at once.
+    pub(crate) insert: &'static str,
+    /// The database's clock.
+    pub(crate) clock: &'static str,
+    /// `$1` owner, `$2` lease seconds, `$3` limit, `$4` attempted-before.
+    pub(crate) claim: &'static str,
+    /// `$1` id, `$2` owner, `$3` error, `$4` seconds until the next attempt.
+    pub(crate) failed: &'static str,
+    /// `$1` maximum age in seconds.
+    pub(crate) drop_expired: &'static str,
+}
+
+/// The Postgres spelling.
+pub(crate) const POSTGRES: Statements = Statements {
+    insert: INSERT_POSTGRES,
+    clock: CLOCK_POSTGRES,
+    claim: CLAIM_POSTGRES,
+    failed: FAILED_POSTGRES,
+    drop_expired: DROP_EXPIRED_POSTGRES,
+};
+
+/// The SQLite spelling.
+pub(crate) const SQLITE: Statements = Statements {
+    insert: INSERT_SQLITE,
+    clock: CLOCK_SQLITE,
+    claim: CLAIM_SQLITE,
+    failed: FAILED_SQLITE,
+    drop_expired: DROP_EXPIRED_SQLITE,
+};
 
 /// The SQLite clock, plus a number of seconds bound at `$n`.
 macro_rules! sqlite_clock {
@@ -18,11 +51,11 @@ macro_rules! sqlite_clock {
 }
 
 /// `$1` id, `$2` type, `$3` body. Due at once.
-pub(super) const INSERT_POSTGRES: &str = "
+const INSERT_POSTGRES: &str = "
     INSERT INTO grant_events (id, event_type, body, created_at, next_attempt_at)
     VALUES ($1, $2, $3, now(), now())";
 
-pub(super) const INSERT_SQLITE: &str = concat!(
+const INSERT_SQLITE: &str = concat!(
     "INSERT INTO grant_events (id, event_type, body, created_at, next_attempt_at)
      VALUES ($1, $2, $3, ",
     sqlite_clock!(),
@@ -31,13 +64,13 @@ pub(super) const INSERT_SQLITE: &str = concat!(
     ")"
 );
 
-pub(super) const CLOCK_POSTGRES: &str = "SELECT now()";
-pub(super) const CLOCK_SQLITE: &str = concat!("SELECT ", sqlite_clock!());
+const CLOCK_POSTGRES: &str = "SELECT now() AS now";
+const CLOCK_SQLITE: &str = concat!("SELECT ", sqlite_clock!(), " AS now");
 
 /// `$1` owner, `$2` lease seconds, `$3` limit, `$4` attempted-before (NULL: due events only).
 /// `SKIP LOCKED` makes a concurrent claimer pass over the rows being claimed here; once this
 /// commits, its re-check sees the lease.
-pub(super) const CLAIM_POSTGRES: &str = "
+const CLAIM_POSTGRES: &str = "
     UPDATE grant_events SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
     WHERE id IN (
         SELECT id FROM grant_events
@@ -51,7 +84,7 @@ pub(super) const CLAIM_POSTGRES: &str = "
     RETURNING id, event_type, body, attempts";
 
 /// As [`CLAIM_POSTGRES`]; SQLite has one writer at a time, so the statement is the claim.
-pub(super) const CLAIM_SQLITE: &str = concat!(
+const CLAIM_SQLITE: &str = concat!(
     "UPDATE grant_events SET lease_owner = $1, lease_until = ",
     sqlite_clock!("$2"),
     "
@@ -74,14 +107,14 @@ pub(super) const CLAIM_SQLITE: &str = concat!(
 pub(super) const DELIVERED: &str = "DELETE FROM grant_events WHERE id = $1 AND lease_owner = $2";
 
 /// `$2` owner, `$3` error, `$4` seconds until the next attempt.
-pub(super) const FAILED_POSTGRES: &str = "
+const FAILED_POSTGRES: &str = "
     UPDATE grant_events SET
         attempts = attempts + 1, last_error = $3, last_attempt_at = now(),
         next_attempt_at = now() + make_interval(secs => $4),
         lease_owner = NULL, lease_until = NULL
     WHERE id = $1 AND lease_owner = $2";
 
-pub(super) const FAILED_SQLITE: &str = concat!(
+const FAILED_SQLITE: &str = concat!(
     "UPDATE grant_events SET
         attempts = attempts + 1, last_error = $3, last_attempt_at = ",
     sqlite_clock!(),
@@ -94,13 +127,13 @@ pub(super) const FAILED_SQLITE: &str = concat!(
 );
 
 /// `$1` maximum age in seconds. An event being sent right now is left to its sender.
-pub(super) const DROP_EXPIRED_POSTGRES: &str = "
+const DROP_EXPIRED_POSTGRES: &str = "
     DELETE FROM grant_events
     WHERE created_at < now() - make_interval(secs => $1)
       AND (lease_until IS NULL OR lease_until < now())
     RETURNING id, event_type, attempts, last_error";
 
-pub(super) const DROP_EXPIRED_SQLITE: &str = concat!(
+const DROP_EXPIRED_SQLITE: &str = concat!(
     "DELETE FROM grant_events
     WHERE created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%.3f seconds', $1))
       AND (lease_until IS NULL OR lease_until < ",

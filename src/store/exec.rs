@@ -1,0 +1,163 @@
+//! Running a statement on any [`Dialect`]: binding its [`Param`]s and decoding its rows.
+//!
+//! sqlx states what a driver can do as bounds on its types (`&mut Connection: Executor`,
+//! `i64: Encode`, …), and Rust does not carry such bounds from a trait to its users. So they
+//! are written once, on the blanket impl of [`Exec`] below, and the store and the outbox only
+//! ever ask for `D: StoreBackend`: the row shapes they decode are listed as [`Reads`] supertraits
+//! of [`StoreBackend`], which the compiler checks once per backend.
+
+use std::future::Future;
+
+use sqlx::{Arguments as _, Database, Encode, Executor, FromRow, IntoArguments, Type};
+
+use super::dialect::{Dialect, Param};
+use super::rows::{RawAccess, RawRecord, Summary};
+use crate::events::outbox::{Counts, DroppedRow, Now, PendingRow};
+
+/// A connection of the dialect's driver (pooled or inside a transaction).
+pub(crate) type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
+
+/// A row as the dialect's driver returns it.
+pub(crate) type Row<D> = <<D as Dialect>::Db as Database>::Row;
+
+type Args<'q, D> = <<D as Dialect>::Db as Database>::Arguments<'q>;
+
+/// Runs statements with bound parameters.
+pub(crate) trait Exec: Dialect {
+    /// Binds `params` in order as `$1`, `$2`, …
+    fn arguments<'q>(params: &[Param<'q>]) -> Result<Args<'q, Self>, sqlx::Error>;
+
+    /// Runs a statement; how many rows it changed.
+    fn execute(
+        conn: &mut Conn<Self>,
+        statement: &'static str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+    /// Runs a statement; every row it returned, decoded.
+    fn all<O>(
+        conn: &mut Conn<Self>,
+        statement: &'static str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<Vec<O>, sqlx::Error>> + Send
+    where
+        Self: Reads<O>;
+
+    /// Runs a statement; its first row, if any, decoded.
+    fn optional<O>(
+        conn: &mut Conn<Self>,
+        statement: &'static str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<Option<O>, sqlx::Error>> + Send
+    where
+        Self: Reads<O>;
+}
+
+impl<D> Exec for D
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    for<'q> Args<'q, D>: IntoArguments<'q, D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q [u8]: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> i64: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> i32: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> bool: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> f64: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> D::Stamp: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> D::Span: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q str>: Encode<'q, D::Db>,
+    for<'q> Option<i32>: Encode<'q, D::Db>,
+    for<'q> Option<D::Stamp>: Encode<'q, D::Db>,
+    for<'q> Option<D::Span>: Encode<'q, D::Db>,
+{
+    fn arguments<'q>(params: &[Param<'q>]) -> Result<Args<'q, Self>, sqlx::Error> {
+        let mut arguments = Args::<'q, D>::default();
+        for param in params {
+            let added = match *param {
+                Param::Text(text) => arguments.add(text),
+                Param::MaybeText(text) => arguments.add(text),
+                Param::Bytes(bytes) => arguments.add(bytes),
+                Param::BigInt(number) => arguments.add(number),
+                Param::Int(number) => arguments.add(number),
+                Param::MaybeInt(number) => arguments.add(number),
+                Param::Bool(flag) => arguments.add(flag),
+                Param::Seconds(seconds) => arguments.add(seconds),
+                Param::Time(time) => arguments.add(D::stamp(time)),
+                Param::EventTime(time) => arguments.add(time.map(D::event_stamp)),
+                Param::Span(span) => arguments.add(D::span(span)),
+                Param::SpanBack(span) => arguments.add(span.map(D::span_back)),
+            };
+            added.map_err(sqlx::Error::Encode)?;
+        }
+        Ok(arguments)
+    }
+
+    async fn execute(
+        conn: &mut Conn<Self>,
+        statement: &'static str,
+        params: &[Param<'_>],
+    ) -> Result<u64, sqlx::Error> {
+        let query = sqlx::query_with(statement, D::arguments(params)?);
+        Ok(D::rows_affected(&query.execute(conn).await?))
+    }
+
+    async fn all<O>(
+        conn: &mut Conn<Self>,
+        statement: &'static str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<O>, sqlx::Error>
+    where
+        Self: Reads<O>,
+    {
+        let query = sqlx::query_with(statement, D::arguments(params)?);
+        let rows = query.fetch_all(conn).await?;
+        rows.iter().map(D::read).collect()
+    }
+
+    async fn optional<O>(
+        conn: &mut Conn<Self>,
+        statement: &'static str,
+        params: &[Param<'_>],
+    ) -> Result<Option<O>, sqlx::Error>
+    where
+        Self: Reads<O>,
+    {
+        let query = sqlx::query_with(statement, D::arguments(params)?);
+        let row = query.fetch_optional(conn).await?;
+        row.as_ref().map(D::read).transpose()
+    }
+}
+
+/// Decodes a row of the dialect's driver as `O`.
+pub(crate) trait Reads<O>: Dialect {
+    /// One row.
+    fn read(row: &Row<Self>) -> Result<O, sqlx::Error>;
+}
+
+impl<D, O> Reads<O> for D
+where
+    D: Dialect,
+    O: for<'r> FromRow<'r, Row<D>>,
+{
+    fn read(row: &Row<D>) -> Result<O, sqlx::Error> {
+        O::from_row(row)
+    }
+}
+
+/// A dialect the store and the outbox run on: its statements run, and every row shape they
+/// read decodes. Implemented (empty) by each backend; the compiler checks the list.
+pub(crate) trait StoreBackend:
+    Exec
+    + Reads<RawRecord<Self>>
+    + Reads<RawAccess<Self>>
+    + Reads<Summary<Self>>
+    + Reads<(String,)>
+    + Reads<(String, i64)>
+    + Reads<(String, String, i64)>
+    + Reads<Now<Self>>
+    + Reads<Counts<Self>>
+    + Reads<PendingRow>
+    + Reads<DroppedRow>
+{
+}

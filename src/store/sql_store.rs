@@ -1,0 +1,374 @@
+//! [`TokenStore`] written once for any [`StoreBackend`]: which statement runs with which
+//! parameters, which writes share a transaction with their grant event, and the short retry
+//! sequences of `connect` and `acquire_lease`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Pool;
+use tokio::sync::Notify;
+
+use super::dialect::{Dialect, Param};
+use super::exec::StoreBackend;
+use super::rows::{claimed, distinct_users, refused_lease, RawAccess, RawRecord, Summary};
+use super::{sql, AccessRecord, Claimed, Connected, DueClaim, Failure, GrantSave, Lease};
+use super::{KeyVersionCount, LeaseAttempt, SealedGrant, StatusReport, StoreError};
+use super::{TokenRecord, TokenStore};
+use crate::domain::{TenantId, UserKey};
+use crate::events::outbox::{self, Emitter, SqlEvents};
+use crate::events::{DisconnectedBy, EventStore, NewEvent};
+
+/// How often `connect` retries when the row is deleted between its insert and its update.
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// How often `acquire_lease` retries when the lease was freed between its update and read.
+const LEASE_ATTEMPTS: usize = 3;
+
+/// Sealed refresh tokens in the database of dialect `D`.
+pub(crate) struct SqlStore<D: Dialect> {
+    pool: Pool<D::Db>,
+    /// Writes grant events with the changes they report, when events are on.
+    emitter: Emitter,
+    dialect: PhantomData<D>,
+}
+
+impl<D: StoreBackend> SqlStore<D> {
+    /// Over `pool`; with `Some(wake)`, grant changes write their events and notify the
+    /// delivery task.
+    pub(crate) fn new(pool: Pool<D::Db>, wake: Option<Arc<Notify>>) -> Self {
+        Self {
+            pool,
+            emitter: Emitter::new(wake),
+            dialect: PhantomData,
+        }
+    }
+
+    /// With `first_revision`, runs `INSERT_NEW`, else `RECONNECT`; `None` when it wrote
+    /// nothing. The grant and its `grant.connected` commit together (or not at all).
+    async fn write_grant(
+        &self,
+        key: &UserKey,
+        grant: &SealedGrant,
+        scopes: &str,
+        now: DateTime<Utc>,
+        first_revision: Option<i64>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let [tenant, user] = ids(key);
+        let params = [
+            tenant,
+            user,
+            Param::Bytes(&grant.sealed_refresh_token),
+            Param::Text(&grant.key_name),
+            Param::Text(&grant.key_version),
+            Param::Text(scopes),
+            Param::Time(now),
+            Param::BigInt(first_revision.unwrap_or_default()),
+        ];
+        let (statement, params) = match first_revision {
+            Some(_) => (sql::INSERT_NEW, &params[..]),
+            // No `$8`.
+            None => (sql::RECONNECT, &params[..7]),
+        };
+        let mut tx = self.pool.begin().await?;
+        let raw: Option<RawRecord<D>> = D::optional(&mut tx, statement, params).await?;
+        let event = || NewEvent::connected(key, first_revision.is_none());
+        self.emitter.commit::<D>(tx, raw.is_some(), event).await?;
+        raw.map(RawRecord::into_record).transpose()
+    }
+
+    /// Runs `sql::FIND`.
+    async fn find_row(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let raw: Option<RawRecord<D>> = D::optional(&mut conn, sql::FIND, &ids(key)).await?;
+        raw.map(RawRecord::into_record).transpose()
+    }
+
+    /// Runs the dialect's `acquire_lease`; the row if the lease is now ours.
+    async fn try_lease(
+        &self,
+        key: &UserKey,
+        lease: &Lease,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let [tenant, user] = ids(key);
+        let params = [
+            tenant,
+            user,
+            Param::Text(&lease.owner),
+            Param::Span(lease.duration),
+        ];
+        let mut conn = self.pool.acquire().await?;
+        let raw: Option<RawRecord<D>> =
+            D::optional(&mut conn, D::SQL.acquire_lease, &params).await?;
+        raw.map(RawRecord::into_record).transpose()
+    }
+
+    /// Runs a statement on one row outside any transaction; how many rows it changed.
+    async fn execute(
+        &self,
+        statement: &'static str,
+        params: &[Param<'_>],
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(D::execute(&mut conn, statement, params).await?)
+    }
+}
+
+/// `$1` tenant id, `$2` user id: the parameters of every statement addressing one row.
+fn ids(key: &UserKey) -> [Param<'_>; 2] {
+    [
+        Param::Text(key.tenant_id.as_str()),
+        Param::Text(key.user_id.as_str()),
+    ]
+}
+
+/// The revision of a newly inserted row: its creation time in microseconds rather than 1, so a
+/// user who disconnects and connects again never gets back a revision that a slow writer of
+/// the old row still holds (which would let its compare-and-set overwrite the new grant, or
+/// mark it `reauth_required`).
+fn first_revision(now: DateTime<Utc>) -> i64 {
+    now.timestamp_micros()
+}
+
+#[async_trait]
+impl<D: StoreBackend> TokenStore for SqlStore<D> {
+    /// Insert-or-nothing, then update: each statement is atomic, and which one wrote tells
+    /// `created` apart without a read-then-write transaction (in SQLite such a transaction can
+    /// fail with SQLITE_BUSY_SNAPSHOT when it upgrades to a writer).
+    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    async fn connect(
+        &self,
+        key: &UserKey,
+        grant: &SealedGrant,
+        scopes: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Connected, StoreError> {
+        for _ in 0..CONNECT_ATTEMPTS {
+            let first = Some(first_revision(now));
+            let inserted = self.write_grant(key, grant, scopes, now, first);
+            if let Some(record) = inserted.await? {
+                return Ok(Connected {
+                    record,
+                    created: true,
+                });
+            }
+            let updated = self.write_grant(key, grant, scopes, now, None);
+            if let Some(record) = updated.await? {
+                return Ok(Connected {
+                    record,
+                    created: false,
+                });
+            }
+            // Deleted between the two statements: insert again.
+        }
+        Err(StoreError::Other(anyhow::anyhow!(
+            "the row kept changing during connect"
+        )))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    async fn find(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError> {
+        self.find_row(key).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    async fn delete(&self, key: &UserKey) -> Result<bool, StoreError> {
+        outbox::delete_user::<D>(&self.pool, &self.emitter, key, DisconnectedBy::User).await
+    }
+
+    /// One conditional update takes the lease; only when it matched nothing is the row read
+    /// to say why. No transaction or row lock outlives the call.
+    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    async fn acquire_lease(
+        &self,
+        key: &UserKey,
+        lease: &Lease,
+    ) -> Result<LeaseAttempt, StoreError> {
+        let mut last_seen = None;
+        for _ in 0..LEASE_ATTEMPTS {
+            if let Some(row) = self.try_lease(key, lease).await? {
+                return Ok(LeaseAttempt::Acquired(row));
+            }
+            let row = self.find_row(key).await?;
+            last_seen = row.as_ref().and_then(|row| row.lease_until).or(last_seen);
+            if let Some(refused) = refused_lease(row, &lease.owner) {
+                return Ok(refused);
+            }
+        }
+        // The lease keeps changing hands under us: report it busy, the caller retries later.
+        Ok(LeaseAttempt::Held(
+            last_seen.unwrap_or(DateTime::<Utc>::MIN_UTC),
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    async fn extend_lease(
+        &self,
+        key: &UserKey,
+        expected_revision: i64,
+        lease: &Lease,
+    ) -> Result<bool, StoreError> {
+        let [tenant, user] = ids(key);
+        let params = [
+            tenant,
+            user,
+            Param::Text(&lease.owner),
+            Param::Span(lease.duration),
+            Param::BigInt(expected_revision),
+        ];
+        Ok(self.execute(D::SQL.extend_lease, &params).await? == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    async fn release_lease(&self, key: &UserKey, owner: &str) -> Result<(), StoreError> {
+        let [tenant, user] = ids(key);
+        let params = [tenant, user, Param::Text(owner)];
+        self.execute(sql::RELEASE_LEASE, &params).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(saves = saves.len()))]
+    async fn save_grants(
+        &self,
+        saves: &[GrantSave<'_>],
+        owner: &str,
+    ) -> Result<Vec<bool>, StoreError> {
+        if saves.is_empty() {
+            return Ok(Vec::new());
+        }
+        D::save_grants(&self.pool, saves, owner).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    async fn mark_reauth_required(
+        &self,
+        key: &UserKey,
+        expected_revision: i64,
+        reason: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let [tenant, user] = ids(key);
+        let params = [
+            tenant,
+            user,
+            Param::BigInt(expected_revision),
+            Param::Text(reason),
+            Param::Text(owner),
+        ];
+        let mut tx = self.pool.begin().await?;
+        let marked = D::execute(&mut tx, sql::MARK_REAUTH_REQUIRED, &params).await? == 1;
+        let event = || NewEvent::reauth_required(key, reason);
+        self.emitter.commit::<D>(tx, marked, event).await?;
+        Ok(marked)
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %failure.row.tenant_id, user.id = %failure.row.user_id))]
+    async fn record_failure(&self, failure: &Failure<'_>) -> Result<bool, StoreError> {
+        let params = [
+            Param::Text(failure.row.tenant_id),
+            Param::Text(failure.row.user_id),
+            Param::Text(failure.owner),
+            Param::Text(failure.error_code),
+            Param::Span(failure.retry_in),
+            Param::BigInt(failure.expected_revision),
+            Param::Int(i32::from(failure.counts)),
+        ];
+        Ok(self.execute(D::SQL.record_failure, &params).await? == 1)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn key_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let names: Vec<(String,)> = D::all(&mut conn, sql::KEY_NAMES, &[]).await?;
+        Ok(names.into_iter().map(|(name,)| name).collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(key.name = %claim.key_name, limit = claim.limit))]
+    async fn claim_due(&self, claim: &DueClaim) -> Result<Claimed, StoreError> {
+        if claim.limit <= 0 {
+            return Ok(Claimed::default());
+        }
+        let params = [
+            Param::Text(&claim.key_name),
+            Param::SpanBack(claim.refresh_after),
+            Param::Text(&claim.latest_version),
+            Param::Text(&claim.lease.owner),
+            Param::Span(claim.lease.duration),
+            Param::BigInt(claim.limit),
+        ];
+        let mut conn = self.pool.acquire().await?;
+        let raws: Vec<RawRecord<D>> = D::all(&mut conn, D::SQL.claim_due, &params).await?;
+        Ok(claimed(raws))
+    }
+
+    #[tracing::instrument(skip_all, fields(records = records.len()))]
+    async fn record_accesses(&self, records: &[AccessRecord], keep: i64) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // The first statement writes, so a SQLite transaction takes the write lock up front
+        // (waiting under busy_timeout) rather than upgrading from a read snapshot.
+        let mut tx = self.pool.begin().await?;
+        for access in records {
+            let [tenant, user] = ids(&access.key);
+            let params = [
+                tenant,
+                user,
+                Param::Time(access.at),
+                Param::Text(&access.caller_app_id),
+                Param::Text(&access.method),
+                Param::Text(&access.path),
+                Param::MaybeInt(access.downstream_status),
+                Param::Bool(access.refreshed),
+                Param::MaybeText(access.caller_tenant_id.as_ref().map(TenantId::as_str)),
+                Param::MaybeText(access.downstream.as_deref()),
+            ];
+            D::execute(&mut tx, sql::INSERT_ACCESS, &params).await?;
+        }
+        for user in distinct_users(records) {
+            let [tenant, user] = ids(user);
+            let params = [tenant, user, Param::BigInt(keep.max(0))];
+            D::execute(&mut tx, D::SQL.trim_accesses, &params).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    async fn recent_accesses(
+        &self,
+        key: &UserKey,
+        limit: i64,
+    ) -> Result<Vec<AccessRecord>, StoreError> {
+        let [tenant, user] = ids(key);
+        let params = [tenant, user, Param::BigInt(limit.max(0))];
+        let mut conn = self.pool.acquire().await?;
+        let raws: Vec<RawAccess<D>> = D::all(&mut conn, sql::RECENT_ACCESSES, &params).await?;
+        raws.into_iter().map(RawAccess::into_access).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn status_report(&self) -> Result<StatusReport, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let by_status = D::all(&mut conn, sql::COUNT_BY_STATUS, &[]).await?;
+        let by_key_version: Vec<(String, String, i64)> =
+            D::all(&mut conn, sql::COUNT_BY_KEY_VERSION, &[]).await?;
+        let summary: Option<Summary<D>> = D::optional(&mut conn, D::SQL.summary, &[]).await?;
+        let summary = summary.ok_or(sqlx::Error::RowNotFound)?;
+        Ok(StatusReport {
+            by_status,
+            by_key_version: by_key_version
+                .into_iter()
+                .map(KeyVersionCount::from)
+                .collect(),
+            oldest_refreshed_at: summary.oldest.map(D::unstamp).transpose()?,
+            leased: summary.leased,
+            backing_off: summary.backing_off,
+        })
+    }
+
+    fn events(&self) -> Arc<dyn EventStore> {
+        Arc::new(SqlEvents::<D>::new(self.pool.clone(), self.emitter.clone()))
+    }
+}
