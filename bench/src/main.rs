@@ -7,6 +7,7 @@
 //! never enforced). Any error (a failed request, a failed row) fails the command.
 
 mod load;
+mod package;
 mod proc;
 mod report;
 mod scenarios;
@@ -48,6 +49,15 @@ pub(crate) struct Args {
     /// Entra emulator latency during refresh-tokens, in milliseconds.
     #[arg(long, default_value_t = 20)]
     entra_latency_ms: u64,
+    /// `OBOVAULT_REFRESH_CONCURRENCY` values of the refresh-tokens runs, comma-separated
+    /// [default: 16,64; quick: 16].
+    #[arg(long, value_delimiter = ',')]
+    refresh_concurrency: Vec<usize>,
+    /// `OBOVAULT_REFRESH_TIME_BUDGET` of the refresh-tokens runs, in seconds. A run may then
+    /// stop before every row is done; the report sets what it did against the capacity model
+    /// (docs/PERFORMANCE.md, "Capacity") [default: unbounded, every row must be refreshed].
+    #[arg(long, value_name = "SECONDS")]
+    refresh_time_budget: Option<u64>,
     /// Instead of the benchmarks: a soak of this many minutes (mixed traffic with injected
     /// faults; answers by kind and memory over time). Not for CI.
     #[arg(long, value_name = "MINUTES")]
@@ -84,7 +94,11 @@ impl Sizes {
             setup_calls: if quick { 50 } else { 1000 },
             startup_reps: if quick { 1 } else { 5 },
             refresh_rows: vec![small, big],
-            refresh_concurrency: if quick { vec![16] } else { vec![16, 64] },
+            refresh_concurrency: match (&args.refresh_concurrency[..], quick) {
+                ([], true) => vec![16],
+                ([], false) => vec![16, 64],
+                (chosen, _) => chosen.to_vec(),
+            },
             reseal_rows: big,
             entra_latency: Duration::from_millis(args.entra_latency_ms),
         }
@@ -140,6 +154,8 @@ impl Args {
             && self.rows.is_none()
             && self.seconds.is_none()
             && self.entra_latency_ms == 20
+            && self.refresh_concurrency.is_empty()
+            && self.refresh_time_budget.is_none()
         {
             root.join("report.json")
         } else {
@@ -149,5 +165,10 @@ impl Args {
 
     pub(crate) fn postgres(&self) -> &str {
         &self.postgres
+    }
+
+    /// The refresh-tokens runs' time budget, if one was asked for.
+    pub(crate) fn refresh_time_budget(&self) -> Option<std::time::Duration> {
+        self.refresh_time_budget.map(Duration::from_secs)
     }
 }

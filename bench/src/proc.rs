@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use tokio::process::{Child, Command};
 
+use crate::package::Packaged;
+
 /// Clock ticks per second of /proc/<pid>/stat (`getconf CLK_TCK`, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
@@ -88,12 +90,34 @@ impl Service {
         env: &[(String, String)],
         client: &reqwest::Client,
     ) -> anyhow::Result<Self> {
+        Self::start_command(command(env, &["serve"])?, client).await
+    }
+
+    /// Spawns the packaged service as the Functions host does (host.json's executable and
+    /// arguments, the app root as working directory) and waits until `GET /` answers.
+    pub(crate) async fn start_packaged(
+        package: &Packaged,
+        env: &[(String, String)],
+        client: &reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(&package.executable);
+        command
+            .args(&package.arguments)
+            .current_dir(package.root())
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("FUNCTIONS_APP_ROOT_PATH", package.root())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        Self::start_command(command, client).await
+    }
+
+    async fn start_command(mut command: Command, client: &reqwest::Client) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let mut env = env.to_vec();
-        env.push(("FUNCTIONS_CUSTOMHANDLER_PORT".into(), port.to_string()));
+        command.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string());
         let url = format!("http://127.0.0.1:{port}");
         let spawned = Instant::now();
-        let mut child = command(&env, &["serve"])?
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

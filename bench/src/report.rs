@@ -340,6 +340,38 @@ pub(crate) fn print(report: &Value) {
             })
             .collect(),
     );
+    let budgeted: Vec<Vec<String>> = report["refresh"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .filter(|r| r["time_budget_s"].is_number())
+        .map(|r| {
+            vec![
+                f(&r["rows"]),
+                f(&r["concurrency"]),
+                f(&r["entra_latency_ms"]),
+                f(&r["time_budget_s"]),
+                f(&r["seconds"]),
+                f(&r["refreshed"]),
+                f(&r["model_users"]),
+                f(&r["fraction_of_model"]),
+            ]
+        })
+        .collect();
+    table(
+        "refresh-tokens within OBOVAULT_REFRESH_TIME_BUDGET: refreshed vs the capacity model, min(rows, min(c ÷ latency, capacity) × budget)",
+        &[
+            "rows",
+            "conc",
+            "Entra ms",
+            "budget s",
+            "seconds",
+            "refreshed",
+            "model",
+            "fraction of model",
+        ],
+        budgeted,
+    );
     if report["reseal"].is_object() {
         let r = &report["reseal"];
         table(
@@ -365,7 +397,11 @@ pub(crate) fn print(report: &Value) {
     if report["startup"].is_object() {
         let s = &report["startup"];
         table(
-            "start-up: spawn to first answer of GET / (Postgres, ms)",
+            &format!(
+                "start-up: spawn to first answer of GET /, packaged binary ({} MiB zip, {} MiB unpacked; Postgres, ms)",
+                f(&s["package"]["zip_mib"]),
+                f(&s["package"]["binary_mib"])
+            ),
             &["database", "median", "max", "runs"],
             ["migrated", "fresh"]
                 .iter()
