@@ -1,6 +1,6 @@
 //! The one way this service builds outbound HTTPS clients: rustls with the system roots plus
 //! `OBOVAULT_EXTRA_CA_CERTS`, redirects off (a token request must never follow a redirect),
-//! timeouts always set, HTTP/1.1.
+//! timeouts always set, HTTP/1.1; and the one way their answers are read: bounded.
 
 use std::path::Path;
 use std::time::Duration;
@@ -29,4 +29,37 @@ pub fn client(extra_ca_certs: Option<&Path>, timeout: Duration) -> anyhow::Resul
         builder = builder.tls_certs_merge(certificates);
     }
     builder.build().context("Failed to build the HTTPS client")
+}
+
+/// Why a response body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The connection failed or timed out while reading.
+    #[error("reading the body failed: {0}")]
+    Transport(reqwest::Error),
+    /// The body is larger than the limit.
+    #[error("the body is too large")]
+    TooLarge,
+}
+
+/// Reads a response body of at most `limit` bytes, so a broken or hostile endpoint cannot make
+/// us buffer without bound.
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

@@ -19,9 +19,9 @@ use url::Url;
 use super::errors::{self, ErrorBody, Grant};
 use super::{AppCredential, IdpError};
 use crate::domain::{RefreshToken, TenantId};
+use crate::outbound::{read_limited, BodyError};
 use response::token_set;
 pub use response::TokenSet;
-pub(super) use response::{read_limited, BodyError};
 
 /// Scopes added to the OBO exchange: a refresh token, and an id_token with `oid`/`tid` in it
 /// (setup identifies the user from it).

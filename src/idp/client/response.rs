@@ -134,36 +134,3 @@ fn identity(id_token: &str, client_id: &str) -> Result<(TenantId, UserId), IdpEr
         .ok_or_else(|| invalid("has no valid oid"))?;
     Ok((tenant, user))
 }
-
-/// Why a response body could not be read.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BodyError {
-    /// The connection failed or timed out while reading.
-    #[error("reading the body failed: {0}")]
-    Transport(reqwest::Error),
-    /// The body is larger than the limit.
-    #[error("the body is too large")]
-    TooLarge,
-}
-
-/// Reads a response body of at most `limit` bytes, so a broken or hostile endpoint cannot make
-/// us buffer without bound.
-pub(crate) async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, BodyError> {
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}

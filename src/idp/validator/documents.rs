@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
 
-use super::super::client::read_limited;
+use crate::outbound::read_limited;
 
 /// Bound on a discovery document or JWKS (real ones are a few KiB).
 const MAX_METADATA_BYTES: usize = 256 * 1024;
