@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{Database, Pool};
 
-use super::{sql, GrantSave, StoreError};
+use super::{sql, GrantSave, RowId, StoreError};
 use crate::events::outbox;
 
 /// One backend's spelling of the store (see the module doc).
@@ -62,6 +62,9 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
 /// as the [`Dialect`] spells them.
 #[derive(Clone, Copy)]
 pub(crate) enum Param<'a> {
+    /// A row's ids: two parameters, its tenant id and then its user id (`$1` and `$2` in
+    /// every statement addressing one row).
+    Row(RowId<'a>),
     /// Text.
     Text(&'a str),
     /// Text or NULL.

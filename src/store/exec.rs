@@ -3,12 +3,12 @@
 //! sqlx states what a driver can do as bounds on its types (`&mut Connection: Executor`,
 //! `i64: Encode`, …), and Rust does not carry such bounds from a trait to its users. So they
 //! are written once, on the blanket impl of [`Exec`] below, and the store and the outbox only
-//! ever ask for `D: StoreBackend`: the row shapes they decode are listed as [`Reads`] supertraits
-//! of [`StoreBackend`], which the compiler checks once per backend.
+//! ever ask for `D: StoreBackend`: the row shapes they decode are listed as [`Reads`]
+//! supertraits of [`StoreBackend`], which the compiler checks once per backend.
 
 use std::future::Future;
 
-use sqlx::{Arguments as _, Database, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::{Arguments as _, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::dialect::{Dialect, Param};
 use super::rows::{RawAccess, RawRecord, Summary};
@@ -34,21 +34,13 @@ pub(crate) trait Exec: Dialect {
         params: &[Param<'_>],
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
-    /// Runs a statement; every row it returned, decoded.
+    /// Runs a statement; every row it returned, decoded. A statement that returns at most
+    /// one row has it with `.pop()`.
     fn all<O>(
         conn: &mut Conn<Self>,
         statement: &'static str,
         params: &[Param<'_>],
     ) -> impl Future<Output = Result<Vec<O>, sqlx::Error>> + Send
-    where
-        Self: Reads<O>;
-
-    /// Runs a statement; its first row, if any, decoded.
-    fn optional<O>(
-        conn: &mut Conn<Self>,
-        statement: &'static str,
-        params: &[Param<'_>],
-    ) -> impl Future<Output = Result<Option<O>, sqlx::Error>> + Send
     where
         Self: Reads<O>;
 }
@@ -75,6 +67,9 @@ where
         let mut arguments = Args::<'q, D>::default();
         for param in params {
             let added = match *param {
+                Param::Row(row) => arguments
+                    .add(row.tenant_id)
+                    .and_then(|()| arguments.add(row.user_id)),
                 Param::Text(text) => arguments.add(text),
                 Param::MaybeText(text) => arguments.add(text),
                 Param::Bytes(bytes) => arguments.add(bytes),
@@ -114,19 +109,17 @@ where
         let rows = query.fetch_all(conn).await?;
         rows.iter().map(D::read).collect()
     }
+}
 
-    async fn optional<O>(
-        conn: &mut Conn<Self>,
-        statement: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<Option<O>, sqlx::Error>
-    where
-        Self: Reads<O>,
-    {
-        let query = sqlx::query_with(statement, D::arguments(params)?);
-        let row = query.fetch_optional(conn).await?;
-        row.as_ref().map(D::read).transpose()
-    }
+/// Runs a statement on a pooled connection, outside any transaction; how many rows it
+/// changed.
+pub(crate) async fn execute_pooled<D: Exec>(
+    pool: &Pool<D::Db>,
+    statement: &'static str,
+    params: &[Param<'_>],
+) -> Result<u64, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    D::execute(&mut conn, statement, params).await
 }
 
 /// Decodes a row of the dialect's driver as `O`.

@@ -291,13 +291,13 @@ pub(super) trait SaveResealed: TokenStore {
         grant: &SealedGrant,
         owner: &str,
     ) -> Result<bool, StoreError> {
-        let save = GrantSave {
+        let resealed = GrantSave {
+            refreshed_at: None,
             key,
             expected_revision,
             grant,
-            refreshed_at: None,
         };
-        Ok(self.save_grants(&[save], owner).await? == [true])
+        Ok(self.save_grants(&[resealed], owner).await? == [true])
     }
 }
 

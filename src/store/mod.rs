@@ -43,7 +43,7 @@ use crate::domain::UserKey;
 
 pub(crate) use dialect::{Dialect, Param};
 pub use error::StoreError;
-pub(crate) use exec::{Conn, Exec, StoreBackend};
+pub(crate) use exec::{execute_pooled, Conn, Exec, StoreBackend};
 pub use records::*;
 pub(crate) use sql_store::SqlStore;
 

@@ -9,12 +9,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Pool;
 use tokio::sync::Notify;
+use tracing::instrument;
 
 use super::dialect::{Dialect, Param};
-use super::exec::StoreBackend;
+use super::exec::{execute_pooled, StoreBackend};
 use super::rows::{claimed, distinct_users, refused_lease, RawAccess, RawRecord, Summary};
 use super::{sql, AccessRecord, Claimed, Connected, DueClaim, Failure, GrantSave, Lease};
-use super::{KeyVersionCount, LeaseAttempt, SealedGrant, StatusReport, StoreError};
+use super::{KeyVersionCount, LeaseAttempt, RowId, SealedGrant, StatusReport, StoreError};
 use super::{TokenRecord, TokenStore};
 use crate::domain::{TenantId, UserKey};
 use crate::events::outbox::{self, Emitter, SqlEvents};
@@ -55,10 +56,8 @@ impl<D: StoreBackend> SqlStore<D> {
         now: DateTime<Utc>,
         first_revision: Option<i64>,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let [tenant, user] = ids(key);
         let params = [
-            tenant,
-            user,
+            Param::Row(key.into()),
             Param::Bytes(&grant.sealed_refresh_token),
             Param::Text(&grant.key_name),
             Param::Text(&grant.key_version),
@@ -72,7 +71,7 @@ impl<D: StoreBackend> SqlStore<D> {
             None => (sql::RECONNECT, &params[..7]),
         };
         let mut tx = self.pool.begin().await?;
-        let raw: Option<RawRecord<D>> = D::optional(&mut tx, statement, params).await?;
+        let raw: Option<RawRecord<D>> = D::all(&mut tx, statement, params).await?.pop();
         let event = || NewEvent::connected(key, first_revision.is_none());
         self.emitter.commit::<D>(tx, raw.is_some(), event).await?;
         raw.map(RawRecord::into_record).transpose()
@@ -81,7 +80,9 @@ impl<D: StoreBackend> SqlStore<D> {
     /// Runs `sql::FIND`.
     async fn find_row(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let raw: Option<RawRecord<D>> = D::optional(&mut conn, sql::FIND, &ids(key)).await?;
+        let raw: Option<RawRecord<D>> = D::all(&mut conn, sql::FIND, &[Param::Row(key.into())])
+            .await?
+            .pop();
         raw.map(RawRecord::into_record).transpose()
     }
 
@@ -91,36 +92,17 @@ impl<D: StoreBackend> SqlStore<D> {
         key: &UserKey,
         lease: &Lease,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let [tenant, user] = ids(key);
         let params = [
-            tenant,
-            user,
+            Param::Row(key.into()),
             Param::Text(&lease.owner),
             Param::Span(lease.duration),
         ];
         let mut conn = self.pool.acquire().await?;
-        let raw: Option<RawRecord<D>> =
-            D::optional(&mut conn, D::SQL.acquire_lease, &params).await?;
+        let raw: Option<RawRecord<D>> = D::all(&mut conn, D::SQL.acquire_lease, &params)
+            .await?
+            .pop();
         raw.map(RawRecord::into_record).transpose()
     }
-
-    /// Runs a statement on one row outside any transaction; how many rows it changed.
-    async fn execute(
-        &self,
-        statement: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<u64, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(D::execute(&mut conn, statement, params).await?)
-    }
-}
-
-/// `$1` tenant id, `$2` user id: the parameters of every statement addressing one row.
-fn ids(key: &UserKey) -> [Param<'_>; 2] {
-    [
-        Param::Text(key.tenant_id.as_str()),
-        Param::Text(key.user_id.as_str()),
-    ]
 }
 
 /// The revision of a newly inserted row: its creation time in microseconds rather than 1, so a
@@ -136,12 +118,13 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
     /// Insert-or-nothing, then update: each statement is atomic, and which one wrote tells
     /// `created` apart without a read-then-write transaction (in SQLite such a transaction can
     /// fail with SQLITE_BUSY_SNAPSHOT when it upgrades to a writer).
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    #[instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
     async fn connect(
         &self,
         key: &UserKey,
         grant: &SealedGrant,
         scopes: &str,
+        // `refreshed_at`, a new row's `created_at`, and its first revision.
         now: DateTime<Utc>,
     ) -> Result<Connected, StoreError> {
         for _ in 0..CONNECT_ATTEMPTS {
@@ -167,19 +150,19 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
         )))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    #[instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
     async fn find(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError> {
         self.find_row(key).await
     }
 
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    #[instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
     async fn delete(&self, key: &UserKey) -> Result<bool, StoreError> {
         outbox::delete_user::<D>(&self.pool, &self.emitter, key, DisconnectedBy::User).await
     }
 
     /// One conditional update takes the lease; only when it matched nothing is the row read
     /// to say why. No transaction or row lock outlives the call.
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    #[instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
     async fn acquire_lease(
         &self,
         key: &UserKey,
@@ -202,33 +185,30 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    #[instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
     async fn extend_lease(
         &self,
         key: &UserKey,
         expected_revision: i64,
         lease: &Lease,
     ) -> Result<bool, StoreError> {
-        let [tenant, user] = ids(key);
         let params = [
-            tenant,
-            user,
+            Param::Row(key.into()),
             Param::Text(&lease.owner),
             Param::Span(lease.duration),
             Param::BigInt(expected_revision),
         ];
-        Ok(self.execute(D::SQL.extend_lease, &params).await? == 1)
+        Ok(execute_pooled::<D>(&self.pool, D::SQL.extend_lease, &params).await? == 1)
     }
 
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    #[instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
     async fn release_lease(&self, key: &UserKey, owner: &str) -> Result<(), StoreError> {
-        let [tenant, user] = ids(key);
-        let params = [tenant, user, Param::Text(owner)];
-        self.execute(sql::RELEASE_LEASE, &params).await?;
+        let params = [Param::Row(key.into()), Param::Text(owner)];
+        execute_pooled::<D>(&self.pool, sql::RELEASE_LEASE, &params).await?;
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(saves = saves.len()))]
+    #[instrument(skip_all, fields(saves = saves.len()))]
     async fn save_grants(
         &self,
         saves: &[GrantSave<'_>],
@@ -240,18 +220,17 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
         D::save_grants(&self.pool, saves, owner).await
     }
 
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    #[instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
     async fn mark_reauth_required(
         &self,
         key: &UserKey,
         expected_revision: i64,
+        // Entra's error code: the row's `status_reason` and the event's.
         reason: &str,
         owner: &str,
     ) -> Result<bool, StoreError> {
-        let [tenant, user] = ids(key);
         let params = [
-            tenant,
-            user,
+            Param::Row(key.into()),
             Param::BigInt(expected_revision),
             Param::Text(reason),
             Param::Text(owner),
@@ -263,28 +242,30 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
         Ok(marked)
     }
 
-    #[tracing::instrument(skip_all, fields(tenant.id = %failure.row.tenant_id, user.id = %failure.row.user_id))]
+    #[instrument(
+        skip_all,
+        fields(tenant.id = failure.row.tenant_id, user.id = failure.row.user_id)
+    )]
     async fn record_failure(&self, failure: &Failure<'_>) -> Result<bool, StoreError> {
         let params = [
-            Param::Text(failure.row.tenant_id),
-            Param::Text(failure.row.user_id),
+            Param::Row(failure.row),
             Param::Text(failure.owner),
             Param::Text(failure.error_code),
             Param::Span(failure.retry_in),
             Param::BigInt(failure.expected_revision),
             Param::Int(i32::from(failure.counts)),
         ];
-        Ok(self.execute(D::SQL.record_failure, &params).await? == 1)
+        Ok(execute_pooled::<D>(&self.pool, D::SQL.record_failure, &params).await? == 1)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[instrument(skip_all)]
     async fn key_names(&self) -> Result<Vec<String>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let names: Vec<(String,)> = D::all(&mut conn, sql::KEY_NAMES, &[]).await?;
         Ok(names.into_iter().map(|(name,)| name).collect())
     }
 
-    #[tracing::instrument(skip_all, fields(key.name = %claim.key_name, limit = claim.limit))]
+    #[instrument(skip_all, fields(key.name = %claim.key_name, limit = claim.limit))]
     async fn claim_due(&self, claim: &DueClaim) -> Result<Claimed, StoreError> {
         if claim.limit <= 0 {
             return Ok(Claimed::default());
@@ -302,7 +283,7 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
         Ok(claimed(raws))
     }
 
-    #[tracing::instrument(skip_all, fields(records = records.len()))]
+    #[instrument(skip_all, fields(records = records.len()))]
     async fn record_accesses(&self, records: &[AccessRecord], keep: i64) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
@@ -311,10 +292,8 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
         // (waiting under busy_timeout) rather than upgrading from a read snapshot.
         let mut tx = self.pool.begin().await?;
         for access in records {
-            let [tenant, user] = ids(&access.key);
             let params = [
-                tenant,
-                user,
+                Param::Row(RowId::from(&access.key)),
                 Param::Time(access.at),
                 Param::Text(&access.caller_app_id),
                 Param::Text(&access.method),
@@ -327,34 +306,32 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
             D::execute(&mut tx, sql::INSERT_ACCESS, &params).await?;
         }
         for user in distinct_users(records) {
-            let [tenant, user] = ids(user);
-            let params = [tenant, user, Param::BigInt(keep.max(0))];
+            let params = [Param::Row(user.into()), Param::BigInt(keep.max(0))];
             D::execute(&mut tx, D::SQL.trim_accesses, &params).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
+    #[instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]
     async fn recent_accesses(
         &self,
         key: &UserKey,
         limit: i64,
     ) -> Result<Vec<AccessRecord>, StoreError> {
-        let [tenant, user] = ids(key);
-        let params = [tenant, user, Param::BigInt(limit.max(0))];
+        let params = [Param::Row(key.into()), Param::BigInt(limit.max(0))];
         let mut conn = self.pool.acquire().await?;
         let raws: Vec<RawAccess<D>> = D::all(&mut conn, sql::RECENT_ACCESSES, &params).await?;
         raws.into_iter().map(RawAccess::into_access).collect()
     }
 
-    #[tracing::instrument(skip_all)]
+    #[instrument(skip_all)]
     async fn status_report(&self) -> Result<StatusReport, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let by_status = D::all(&mut conn, sql::COUNT_BY_STATUS, &[]).await?;
         let by_key_version: Vec<(String, String, i64)> =
             D::all(&mut conn, sql::COUNT_BY_KEY_VERSION, &[]).await?;
-        let summary: Option<Summary<D>> = D::optional(&mut conn, D::SQL.summary, &[]).await?;
+        let summary: Option<Summary<D>> = D::all(&mut conn, D::SQL.summary, &[]).await?.pop();
         let summary = summary.ok_or(sqlx::Error::RowNotFound)?;
         Ok(StatusReport {
             by_status,

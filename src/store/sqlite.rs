@@ -133,8 +133,7 @@ async fn save_grant(
     owner: &str,
 ) -> Result<bool, StoreError> {
     let params = [
-        Param::Text(save.key.tenant_id.as_str()),
-        Param::Text(save.key.user_id.as_str()),
+        Param::Row(save.key.into()),
         Param::BigInt(save.expected_revision),
         Param::Bytes(&save.grant.sealed_refresh_token),
         Param::Text(&save.grant.key_name),

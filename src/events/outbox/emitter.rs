@@ -83,11 +83,8 @@ pub(crate) async fn delete_user<D: StoreBackend>(
     key: &UserKey,
     by: DisconnectedBy,
 ) -> Result<bool, StoreError> {
-    let params = [
-        Param::Text(key.tenant_id.as_str()),
-        Param::Text(key.user_id.as_str()),
-    ];
     let mut tx = pool.begin().await?;
+    let params = [Param::Row(key.into())];
     let existed = D::execute(&mut tx, super::sql::DELETE_USER, &params).await? > 0;
     emitter
         .commit::<D>(tx, existed, || NewEvent::disconnected(key, by))

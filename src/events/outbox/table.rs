@@ -1,4 +1,5 @@
-//! [`EventStore`] written once for any backend of the store (`crate::store::StoreBackend`).
+//! [`EventStore`] written once for any backend of the store (`crate::store::StoreBackend`):
+//! the outbox lives in the store's database and runs on its dialect.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use super::{dropped, pending, sql, Counts, DroppedRow, Emitter, Now, PendingRow}
 use super::{DroppedEvent, EventClaim, EventStore, OutboxReport, PendingEvent, Purged};
 use crate::domain::{TenantId, UserId, UserKey};
 use crate::events::{DisconnectedBy, NewEvent};
-use crate::store::{Param, StoreBackend, StoreError};
+use crate::store::{execute_pooled, Param, StoreBackend, StoreError};
 
 /// The outbox in the store's database.
 pub(crate) struct SqlEvents<D: StoreBackend> {
@@ -31,16 +32,6 @@ impl<D: StoreBackend> SqlEvents<D> {
             dialect: PhantomData,
         }
     }
-
-    /// Runs a statement on one event; how many rows it changed.
-    async fn execute(
-        &self,
-        statement: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<u64, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(D::execute(&mut conn, statement, params).await?)
-    }
 }
 
 #[async_trait]
@@ -51,7 +42,7 @@ impl<D: StoreBackend> EventStore for SqlEvents<D> {
 
     async fn clock(&self) -> Result<DateTime<Utc>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let now: Option<Now<D>> = D::optional(&mut conn, D::OUTBOX.clock, &[]).await?;
+        let now: Option<Now<D>> = D::all(&mut conn, D::OUTBOX.clock, &[]).await?.pop();
         D::event_unstamp(now.ok_or(sqlx::Error::RowNotFound)?.now)
     }
 
@@ -69,7 +60,7 @@ impl<D: StoreBackend> EventStore for SqlEvents<D> {
 
     async fn delivered(&self, id: &str, owner: &str) -> Result<(), StoreError> {
         let params = [Param::Text(id), Param::Text(owner)];
-        self.execute(sql::DELIVERED, &params).await?;
+        execute_pooled::<D>(&self.pool, sql::DELIVERED, &params).await?;
         Ok(())
     }
 
@@ -78,6 +69,7 @@ impl<D: StoreBackend> EventStore for SqlEvents<D> {
         id: &str,
         owner: &str,
         error: &str,
+        // From the database's clock, like every time in the table.
         retry_in: Duration,
     ) -> Result<(), StoreError> {
         let params = [
@@ -86,7 +78,7 @@ impl<D: StoreBackend> EventStore for SqlEvents<D> {
             Param::Text(error),
             Param::Seconds(retry_in.as_secs_f64()),
         ];
-        self.execute(D::OUTBOX.failed, &params).await?;
+        execute_pooled::<D>(&self.pool, D::OUTBOX.failed, &params).await?;
         Ok(())
     }
 
@@ -99,9 +91,9 @@ impl<D: StoreBackend> EventStore for SqlEvents<D> {
 
     async fn report(&self) -> Result<OutboxReport, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let counts: Option<Counts<D>> = D::optional(&mut conn, sql::REPORT, &[]).await?;
+        let counts: Option<Counts<D>> = D::all(&mut conn, sql::REPORT, &[]).await?.pop();
         let counts = counts.ok_or(sqlx::Error::RowNotFound)?;
-        let last_error: Option<(String,)> = D::optional(&mut conn, sql::LAST_ERROR, &[]).await?;
+        let last_error: Option<(String,)> = D::all(&mut conn, sql::LAST_ERROR, &[]).await?.pop();
         Ok(OutboxReport {
             pending: counts.pending,
             oldest: counts.oldest.map(D::event_unstamp).transpose()?,
