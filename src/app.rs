@@ -1,47 +1,40 @@
-//! The service's shared state: every client and cache built once from [`Settings`].
+//! The service's shared state: every client and cache built once from [`Settings`], and the
+//! [`Deps`] the flows receive.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::access_tokens::AccessTokenCache;
 use crate::audit::AuditLog;
 use crate::config::{EntraSettings, KeySettings, RefreshSettings, Settings};
 use crate::downstreams::DownstreamApis;
 use crate::idp::{AppCredential, EntraClient, TokenValidator};
 use crate::keys::{CachedKeys, KeyVaultKeys};
+use crate::ports::{Clock, InboundValidator, SystemClock};
 use crate::store::{self, TokenStore};
-use crate::usecase::access_tokens::AccessTokenCache;
+use crate::usecase::{Deps, Policy};
 
 /// How long "latest key version" answers are trusted before Key Vault is asked again.
 const LATEST_KEY_TTL: Duration = Duration::from_secs(300);
 
-/// Everything a request or a timer run needs.
+/// Everything a request, a timer run or an operator command needs.
 pub struct App {
+    /// What the flows work with.
+    pub deps: Arc<Deps>,
     /// Inbound token validation.
-    pub validator: TokenValidator,
-    /// OBO and refresh grants.
-    pub entra: EntraClient,
-    /// Key Vault keys, cached.
+    pub validator: Arc<dyn InboundValidator>,
+    /// Key Vault keys, cached (the same cache the flows use); the operator commands rotate.
     pub keys: CachedKeys,
-    /// Sealed tokens.
+    /// Sealed tokens (the flows' store); the operator commands report and offboard.
     pub store: Arc<dyn TokenStore>,
-    /// The downstream APIs do-work calls, by name (the first is the default).
-    pub downstreams: DownstreamApis,
-    /// Delegated access tokens in memory per user and downstream, with single flight per user.
-    pub access_tokens: AccessTokenCache,
-    /// Who acted for whom.
-    pub audit: AuditLog,
     /// Entra settings (tenant rules, scope and role names).
     pub entra_settings: EntraSettings,
     /// Key settings (key names).
     pub key_settings: KeySettings,
     /// Timer settings.
     pub refresh: RefreshSettings,
-    /// Lease duration for work on one row.
-    pub lease: Duration,
-    /// Unique per process: the lease owner.
-    pub instance_id: String,
     /// Sends grant events, when `OBOVAULT_EVENTS_URL` is set.
     pub events: Option<Arc<crate::events::Delivery>>,
 }
@@ -78,22 +71,23 @@ impl App {
             .as_ref()
             .map(|events| crate::events::Sender::new(events, ca))
             .transpose()?;
+        let entra = &settings.entra;
         Ok(Prepared {
             events,
             validator: TokenValidator::new(
                 entra_http.clone(),
-                settings.entra.authority_host.clone(),
-                settings.entra.client_id.clone(),
-                settings.entra.allowed_tenants.clone(),
+                entra.authority_host.clone(),
+                entra.client_id.clone(),
+                entra.allowed_tenants.clone(),
             )
-            .refreshing_keys_every(settings.entra.signing_keys_refresh),
+            .refreshing_keys_every(entra.signing_keys_refresh),
             entra: EntraClient::new(
                 entra_http,
-                settings.entra.authority_host.clone(),
-                settings.entra.client_id.clone(),
+                entra.authority_host.clone(),
+                entra.client_id.clone(),
                 credential,
             )
-            .with_client_capabilities(&settings.entra.client_capabilities),
+            .with_client_capabilities(&entra.client_capabilities),
             keys: CachedKeys::new(Arc::new(key_vault), LATEST_KEY_TTL),
             downstreams: DownstreamApis::new(&downstream_http, &settings.downstreams),
             settings,
@@ -128,19 +122,34 @@ impl Prepared {
         let events = self
             .events
             .map(|sender| Arc::new(crate::events::Delivery::new(sender, store.events())));
-        Arc::new(App {
-            validator: self.validator,
-            entra: self.entra,
-            keys: self.keys,
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let policy = Policy {
+            allowed_tenants: settings.entra.allowed_tenants.clone(),
+            workload_tenants: settings.entra.workload_tenants.clone(),
+            keys: settings.keys.clone(),
+            lease: settings.lease,
+            refresh_after: settings.refresh.after,
+            entra_timeout: settings.entra.timeout,
+            instance_id: format!("obo-vault-{}", uuid::Uuid::new_v4()),
+        };
+        let deps = Deps {
+            entra: Arc::new(self.entra),
+            keys: Arc::new(self.keys.clone()),
+            store: store.clone(),
+            access_tokens: AccessTokenCache::new(self.downstreams.len(), clock.clone()),
+            clock,
+            downstreams: Arc::new(self.downstreams),
             audit: AuditLog::start(store.clone()),
+            policy,
+        };
+        Arc::new(App {
+            deps: Arc::new(deps),
+            validator: Arc::new(self.validator),
+            keys: self.keys,
             store,
-            access_tokens: AccessTokenCache::with_downstreams(self.downstreams.len()),
-            downstreams: self.downstreams,
             entra_settings: settings.entra,
             key_settings: settings.keys,
             refresh: settings.refresh,
-            lease: settings.lease,
-            instance_id: format!("obo-vault-{}", uuid::Uuid::new_v4()),
             events,
         })
     }

@@ -242,7 +242,7 @@ async fn refresh(app: Arc<App>, reseal_only: bool, output: Output) -> anyhow::Re
                     ));
                 }
             };
-            refresh_all::run(&app, options, &progress).await
+            refresh_all::run(&app.deps, options, &progress).await
         }
     });
     let summary = run.await.context("the refresh run panicked")??;

@@ -81,6 +81,10 @@ pub struct UserKey {
 /// A refresh token in plain form. Only `crypto` and `idp` ever look inside.
 pub struct RefreshToken(SecretString);
 
+/// An access token a caller brought (setup's OBO assertion, a workload's token). Validated,
+/// exchanged, never stored or logged.
+pub struct InboundToken(SecretString);
+
 /// A delegated access token for the downstream API. Never stored, only cached in memory.
 #[derive(Clone)]
 pub struct AccessToken(SecretString);
@@ -109,6 +113,7 @@ macro_rules! secret_newtype {
 
 secret_newtype!(RefreshToken);
 secret_newtype!(AccessToken);
+secret_newtype!(InboundToken);
 
 /// Whether a stored grant can still be used.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -166,5 +171,7 @@ mod tests {
     fn secrets_do_not_print() {
         let token = RefreshToken::new("very-secret".into());
         assert_eq!(format!("{token:?}"), "RefreshToken(..)");
+        let inbound = InboundToken::new("eyJ.very-secret".into());
+        assert_eq!(format!("{inbound:?}"), "InboundToken(..)");
     }
 }

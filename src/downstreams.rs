@@ -40,6 +40,17 @@ pub struct UnknownDownstream(pub String);
 impl DownstreamApis {
     /// One [`Downstream`] per configured API, sharing `http`.
     pub fn new(http: &reqwest::Client, downstreams: &Downstreams) -> Self {
+        Self::with_work(downstreams, |settings| {
+            Arc::new(Downstream::new(http.clone(), settings.clone()))
+        })
+    }
+
+    /// One API per configured downstream, each doing the [`Work`] `work` makes for it (the
+    /// built-in proxy, or a fake in tests).
+    pub fn with_work(
+        downstreams: &Downstreams,
+        work: impl Fn(&DownstreamSettings) -> Arc<dyn Work>,
+    ) -> Self {
         let list = downstreams
             .all()
             .iter()
@@ -47,7 +58,7 @@ impl DownstreamApis {
             .map(|(index, settings)| DownstreamApi {
                 index,
                 settings: settings.clone(),
-                work: Arc::new(Downstream::new(http.clone(), settings.clone())),
+                work: work(settings),
             })
             .collect();
         Self { list }

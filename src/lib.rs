@@ -2,11 +2,13 @@
 //! an API on behalf of users who are offline, without the token ever leaving the service.
 //!
 //! Data flow: [`http`] (the Functions custom-handler protocol) → [`usecase`] (setup, do-work,
-//! refresh-tokens) → [`idp`] (Entra), [`keys`] (Key Vault), [`crypto`] (AES-256-GCM sealing),
-//! [`store`] (Postgres or SQLite), [`downstream`] (the API called on the user's behalf).
-//! [`app`] builds everything once from [`config`]; [`startup`] serves it; [`cli`] adds the
-//! operator commands.
+//! refresh-tokens) → [`ports`] (the traits the flows see) → [`idp`] (Entra), [`keys`] (Key
+//! Vault), [`crypto`] (AES-256-GCM sealing), [`store`] (Postgres or SQLite), [`downstream`]
+//! (the API called on the user's behalf); [`access_tokens`] caches delegated tokens below the
+//! flows. [`app`] builds everything once from [`config`]; [`startup`] serves it; [`cli`] adds
+//! the operator commands.
 
+pub mod access_tokens;
 pub mod app;
 pub mod audit;
 pub mod claims;
@@ -21,6 +23,7 @@ pub mod http;
 pub mod idp;
 pub mod keys;
 pub mod outbound;
+pub mod ports;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

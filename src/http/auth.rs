@@ -4,7 +4,7 @@ use axum::http::{header, HeaderMap};
 
 use super::problem::{ApiError, TENANT_NOT_ALLOWED};
 use crate::app::App;
-use crate::domain::UserKey;
+use crate::domain::{InboundToken, UserKey};
 use crate::idp::{TokenError, ValidatedToken};
 use crate::usecase::do_work::Workload;
 
@@ -15,13 +15,13 @@ pub(crate) struct User {
     /// The caller's row key.
     pub(crate) key: UserKey,
     /// The inbound token itself; it is the OBO assertion and must not be logged.
-    pub(crate) assertion: String,
+    pub(crate) assertion: InboundToken,
 }
 
 /// Validates a user token carrying `OBOVAULT_SETUP_SCOPE`.
 pub(crate) async fn user(app: &App, headers: &HeaderMap) -> Result<User, ApiError> {
     let assertion = bearer(headers)?;
-    let token = validate(app, assertion).await?;
+    let token = validate(app, &assertion).await?;
     let scope = &app.entra_settings.setup_scope;
     let user_id = match (&token.object_id, token.app_only) {
         (Some(user_id), false) => user_id.clone(),
@@ -43,7 +43,7 @@ pub(crate) async fn user(app: &App, headers: &HeaderMap) -> Result<User, ApiErro
     Ok(User {
         token,
         key,
-        assertion: assertion.to_owned(),
+        assertion,
     })
 }
 
@@ -77,14 +77,14 @@ impl WorkloadCaller {
 /// Validates an app-only token carrying `OBOVAULT_WORKLOAD_ROLE` (or a role of one downstream,
 /// `<OBOVAULT_WORKLOAD_ROLE>.<name>`) from a tenant listed in `OBOVAULT_WORKLOAD_TENANTS`.
 pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<WorkloadCaller, ApiError> {
-    let token = validate(app, bearer(headers)?).await?;
+    let token = validate(app, &bearer(headers)?).await?;
     let role = &app.entra_settings.workload_role;
     if !token.app_only {
         return Err(ApiError::InsufficientRole(format!(
             "do-work needs an app-only token with the role {role}"
         )));
     }
-    if !crate::downstreams::grants_any(&token.roles, role, &app.downstreams) {
+    if !crate::downstreams::grants_any(&token.roles, role, &app.deps.downstreams) {
         return Err(ApiError::InsufficientRole(format!(
             "the token lacks the role {role}"
         )));
@@ -114,7 +114,7 @@ pub(crate) async fn workload(app: &App, headers: &HeaderMap) -> Result<WorkloadC
     })
 }
 
-async fn validate(app: &App, token: &str) -> Result<ValidatedToken, ApiError> {
+async fn validate(app: &App, token: &InboundToken) -> Result<ValidatedToken, ApiError> {
     app.validator
         .validate(token)
         .await
@@ -131,7 +131,8 @@ async fn validate(app: &App, token: &str) -> Result<ValidatedToken, ApiError> {
         })
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+/// The bearer token of the one `Authorization` header.
+fn bearer(headers: &HeaderMap) -> Result<InboundToken, ApiError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(ApiError::InvalidToken {
@@ -156,5 +157,5 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(malformed());
     }
-    Ok(token)
+    Ok(InboundToken::new(token.to_owned()))
 }

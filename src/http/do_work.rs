@@ -47,6 +47,7 @@ pub(crate) async fn do_work(
         user_id: UserId::parse(&unverified.user_id).map_err(parse)?,
     };
     let api = app
+        .deps
         .downstreams
         .pick(unverified.downstream.as_deref())
         .map_err(|unknown| ApiError::InvalidRequest(unknown.to_string()))?;
@@ -55,6 +56,6 @@ pub(crate) async fn do_work(
         .work
         .prepare(unverified.request)
         .map_err(|error| ApiError::from(crate::usecase::FlowError::Downstream(error)))?;
-    let done = do_work::do_work(&app, &owner, api, &request, &caller.workload).await?;
+    let done = do_work::do_work(&app.deps, &owner, api, &request, &caller.workload).await?;
     Ok(Json(done.response).into_response())
 }

@@ -96,7 +96,7 @@ pub(crate) async fn timer(
         time_budget: app.refresh.time_budget,
         concurrency: app.refresh.concurrency,
     };
-    match refresh_all::run(app, options, &|_| {}).await {
+    match refresh_all::run(&app.deps, options, &|_| {}).await {
         Ok(summary) => {
             let mut logs = vec![summary.line()];
             // Pending grant events go out before the timer answers (SPEC §6).

@@ -307,8 +307,8 @@ impl From<FlowError> for ApiError {
                 tracing::error!(why = %why, "unexpected answer from Entra ID");
                 Self::Upstream("Entra ID answered unexpectedly".into())
             }
-            FlowError::Idp(IdpError::Reauth { error, code, .. }) => Self::ReauthRequired {
-                reason: Some(code.map_or(error.clone(), |code| format!("{error}:{code}"))),
+            FlowError::Idp(error @ IdpError::Reauth { .. }) => Self::ReauthRequired {
+                reason: Some(error.code()),
                 claims: None,
             },
             FlowError::Idp(IdpError::Throttled { retry_after }) => {
@@ -337,17 +337,12 @@ impl From<FlowError> for ApiError {
                 Self::Upstream("the encryption key is not available".into())
             }
             FlowError::NotConnected => Self::NotConnected,
-            FlowError::ReauthRequired { reason } => Self::ReauthRequired {
-                reason,
-                claims: None,
-            },
-            FlowError::ReauthRequiredWithClaims { reason, claims } => Self::ReauthRequired {
-                reason,
-                claims: Some(claims),
-            },
+            FlowError::ReauthRequired { reason, claims } => Self::ReauthRequired { reason, claims },
             error @ FlowError::ConsentRequired { .. } => Self::ConsentRequired(error.to_string()),
-            FlowError::Store(StoreError::Unavailable(_)) => unavailable("the database", None, 2),
-            FlowError::Store(StoreError::Other(error)) => Self::Internal(error),
+            FlowError::Store(error) => match error.as_ref() {
+                StoreError::Unavailable(_) => unavailable("the database", None, 2),
+                StoreError::Other(_) => Self::Internal(anyhow::Error::new(error)),
+            },
             FlowError::TenantNotAllowed => Self::TenantNotAllowed(TENANT_NOT_ALLOWED),
             FlowError::Tenancy(refusal) => refusal.into(),
         }

@@ -33,7 +33,7 @@ pub(crate) async fn connect(
             ));
         }
     }
-    let connection = setup::connect(&app, &user.token, &user.assertion).await?;
+    let connection = setup::connect(&app.deps, &user.token, &user.assertion).await?;
     let status = if connection.created {
         StatusCode::CREATED
     } else {
@@ -48,7 +48,7 @@ pub(crate) async fn status(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let user = auth::user(&app, &headers).await?;
-    let (record, accesses) = setup::status(&app, &user.key).await?;
+    let (record, accesses) = setup::status(&app.deps, &user.key).await?;
     Ok(Json(view(&record, Some(&accesses))).into_response())
 }
 
@@ -58,7 +58,7 @@ pub(crate) async fn disconnect(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let user = auth::user(&app, &headers).await?;
-    setup::disconnect(&app, &user.key).await?;
+    setup::disconnect(&app.deps, &user.key).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -5,25 +5,22 @@
 use std::cmp::Ordering;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable as _};
-use chrono::Utc;
-
-use super::FlowError;
-use crate::app::App;
+use super::{Deps, FlowError};
 use crate::crypto::{self, KeyLabel};
 use crate::domain::{RefreshToken, UserKey};
 use crate::idp::TokenSet;
 use crate::keys::VersionedKey;
 use crate::store::{GrantSave, SealedGrant, StoreError, TokenRecord};
+use backon::{ExponentialBuilder, Retryable as _};
 
 /// Opens the refresh token stored on `row`; also returns the key version that opened it. A
 /// version Key Vault refuses is [`FlowError::KeyVersionUnavailable`]: the operator's doing,
 /// not the row's.
 pub(crate) async fn open_stored(
-    app: &App,
+    deps: &Deps,
     row: &TokenRecord,
 ) -> Result<(RefreshToken, VersionedKey), FlowError> {
-    let key = app
+    let key = deps
         .keys
         .version(&row.key_name, &row.key_version)
         .await
@@ -63,11 +60,11 @@ pub(crate) fn newest<'k>(latest: &'k VersionedKey, current: &'k VersionedKey) ->
 /// without times) cost one fresh "latest". If "latest" cannot be had, `current` seals: the new
 /// refresh token must be saved, and the timer moves the row later.
 pub(crate) async fn sealing_key(
-    app: &App,
+    deps: &Deps,
     owner: &UserKey,
     current: &VersionedKey,
 ) -> Result<VersionedKey, FlowError> {
-    let latest = match latest_key(app, owner).await {
+    let latest = match latest_key(deps, owner).await {
         Ok(latest) => latest,
         Err(error) => {
             tracing::warn!(error = %error, "latest key unavailable; sealing under the row's key version");
@@ -86,10 +83,10 @@ pub(crate) async fn sealing_key(
                 cached_latest = %latest.version,
                 "the cached latest key version is older than the row's; keeping the row's"
             );
-            app.keys.forget_latest(&latest.name).await;
+            deps.keys.forget_latest(&latest.name).await;
             Ok(current.clone())
         }
-        None => match app.keys.fresh_latest(&latest.name).await {
+        None => match deps.keys.fresh_latest(&latest.name).await {
             Ok(fresh) => Ok(newest(&fresh, current).clone()),
             Err(error) => {
                 tracing::warn!(error = %error, "latest key unavailable; sealing under the row's key version");
@@ -120,54 +117,51 @@ pub(crate) fn seal_with(
 /// is sealed under when that one is newer (a reconnect on an instance with a stale "latest"
 /// must not move the row backwards either). A version Key Vault no longer gives is ignored.
 pub(crate) async fn key_for_new_grant(
-    app: &App,
+    deps: &Deps,
     owner: &UserKey,
 ) -> Result<VersionedKey, FlowError> {
-    let latest = latest_key(app, owner).await?;
-    let Some(row) = app.store.find(owner).await? else {
+    let latest = latest_key(deps, owner).await?;
+    let Some(row) = deps.store.find(owner).await? else {
         return Ok(latest);
     };
     if row.key_name != latest.name || row.key_version == latest.version {
         return Ok(latest);
     }
-    match app.keys.version(&row.key_name, &row.key_version).await {
-        Ok(current) => sealing_key(app, owner, &current).await,
+    match deps.keys.version(&row.key_name, &row.key_version).await {
+        Ok(current) => sealing_key(deps, owner, &current).await,
         Err(refused) if refused.is_refusal() => Ok(latest),
         Err(error) => Err(error.into()),
     }
 }
 
 /// The latest key of the user's tenant.
-pub(crate) async fn latest_key(app: &App, owner: &UserKey) -> Result<VersionedKey, FlowError> {
-    Ok(app
-        .keys
-        .latest(&app.key_settings.key_name(&owner.tenant_id))
-        .await?)
+pub(crate) async fn latest_key(deps: &Deps, owner: &UserKey) -> Result<VersionedKey, FlowError> {
+    Ok(deps.keys.latest(&deps.key_name(&owner.tenant_id)).await?)
 }
 
 /// Redeems `token` at Entra. The result carries the refresh token to store next: the new one,
 /// or the one just used when Entra sent none (keeping it is what MSAL does).
 /// The first downstream's scopes are asked for (the timer's keep-alive).
 pub(crate) async fn redeem(
-    app: &App,
+    deps: &Deps,
     owner: &UserKey,
     token: RefreshToken,
 ) -> Result<(TokenSet, RefreshToken), FlowError> {
-    let scopes = &app.downstreams.first().settings.scopes;
-    redeem_for(app, owner, token, scopes, None).await
+    let scopes = &deps.downstreams.first().settings.scopes;
+    redeem_for(deps, owner, token, scopes, None).await
 }
 
 /// Like [`redeem`], for a downstream's `scopes`, with a claims challenge's `claims` (JSON).
 pub(crate) async fn redeem_for(
-    app: &App,
+    deps: &Deps,
     owner: &UserKey,
     token: RefreshToken,
     scopes: &[String],
     claims: Option<&str>,
 ) -> Result<(TokenSet, RefreshToken), FlowError> {
-    let mut set = app
+    let mut set = deps
         .entra
-        .redeem_refresh_token_with_claims(&owner.tenant_id, &token, scopes, claims)
+        .redeem(&owner.tenant_id, &token, scopes, claims)
         .await?;
     let next = set.refresh_token.take().unwrap_or(token);
     Ok((set, next))
@@ -176,14 +170,15 @@ pub(crate) async fn redeem_for(
 /// Saves a refreshed grant by compare-and-set, retrying while the database is unavailable.
 /// `Ok(false)` means the row changed meanwhile (a new setup or a delete) and was left alone.
 pub(crate) async fn save_refreshed(
-    app: &App,
+    deps: &Deps,
     row: &TokenRecord,
     grant: &SealedGrant,
     owner: &str,
 ) -> Result<bool, FlowError> {
+    let now = deps.clock.now();
     let attempt = || async {
-        app.store
-            .save_refreshed(&row.key, row.revision, grant, Utc::now(), owner)
+        deps.store
+            .save_refreshed(&row.key, row.revision, grant, now, owner)
             .await
     };
     Ok(attempt
@@ -196,11 +191,11 @@ pub(crate) async fn save_refreshed(
 /// is unavailable. The answer says, in order, which rows were saved (`false`: the row changed
 /// meanwhile and was left alone).
 pub(crate) async fn save_batch(
-    app: &App,
+    deps: &Deps,
     saves: &[GrantSave<'_>],
     owner: &str,
 ) -> Result<Vec<bool>, FlowError> {
-    let attempt = || async { app.store.save_grants(saves, owner).await };
+    let attempt = || async { deps.store.save_grants(saves, owner).await };
     Ok(attempt
         .retry(save_backoff())
         .when(|error| matches!(error, StoreError::Unavailable(_)))

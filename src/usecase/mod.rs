@@ -1,16 +1,17 @@
-//! The three flows as plain async functions over [`App`](crate::app::App): no HTTP types here,
-//! so the forwarded requests, the JSON invocations and the operator CLI share them.
+//! The three flows as plain async functions over [`Deps`]: the ports, the store, the caches
+//! and the few settings the flows apply. No HTTP types and no configuration here, so the
+//! forwarded requests, the JSON invocations, the operator CLI and the unit tests on fakes
+//! share them.
 
-pub mod access_tokens;
-mod backoff;
 mod custody;
+mod dead_grant;
+mod deps;
 pub mod do_work;
 mod leases;
 pub mod refresh_all;
-mod refresh_summary;
-mod refused_rows;
 pub mod setup;
-mod tenant_pauses;
+
+use std::sync::Arc;
 
 use crate::crypto::CryptoError;
 use crate::downstream::DownstreamError;
@@ -19,8 +20,11 @@ use crate::keys::KeyError;
 use crate::store::StoreError;
 use crate::tenancy::TenancyRefusal;
 
-/// Why a flow failed; `http::problem` maps each variant to its answer.
-#[derive(Debug, thiserror::Error)]
+pub use deps::{Deps, Policy};
+
+/// Why a flow failed; `http::problem` maps each variant to its answer. Cloneable, so that
+/// every caller waiting on one coalesced refresh gets its error.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum FlowError {
     /// Another instance held the user's lease for longer than we wait.
     #[error("another instance is refreshing this user's token")]
@@ -48,15 +52,6 @@ pub enum FlowError {
         /// The downstream's name.
         downstream: String,
     },
-    /// The stored grant is dead and Entra (or the downstream's claims challenge) said what a
-    /// new sign-in must satisfy.
-    #[error("the user must run setup again")]
-    ReauthRequiredWithClaims {
-        /// Entra's error code.
-        reason: Option<String>,
-        /// The claims (JSON) the client passes to its next interactive sign-in.
-        claims: String,
-    },
     /// Key Vault failed.
     #[error("Key Vault: {0}")]
     Keys(#[from] KeyError),
@@ -75,19 +70,38 @@ pub enum FlowError {
     /// There is no row for the user.
     #[error("the user is not connected")]
     NotConnected,
-    /// The stored grant is dead.
+    /// The stored grant is dead: the user must run setup again.
     #[error("the user must run setup again")]
     ReauthRequired {
-        /// Entra's error code.
+        /// Entra's error code (`invalid_grant:70008`).
         reason: Option<String>,
+        /// The claims (JSON) the client passes to its next interactive sign-in, when Entra
+        /// (or the downstream's claims challenge) said what it must satisfy.
+        claims: Option<String>,
     },
     /// The database failed.
     #[error("database: {0}")]
-    Store(#[from] StoreError),
+    Store(#[source] Arc<StoreError>),
     /// The tenant is not in `OBOVAULT_ALLOWED_TENANTS`.
     #[error("tenant not allowed")]
     TenantNotAllowed,
     /// The workload's tenant may not act for this user (`OBOVAULT_WORKLOAD_TENANTS`).
     #[error("{0}")]
     Tenancy(#[from] TenancyRefusal),
+}
+
+impl From<StoreError> for FlowError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(Arc::new(error))
+    }
+}
+
+impl FlowError {
+    /// A row that is not active (any more): its grant is dead, for `reason`.
+    pub(crate) fn reauth(reason: Option<String>) -> Self {
+        Self::ReauthRequired {
+            reason,
+            claims: None,
+        }
+    }
 }

@@ -1,13 +1,8 @@
 //! setup: exchange the user's token On-Behalf-Of, seal the refresh token under the tenant's
 //! latest key, and keep it; plus reading and removing the caller's own row.
 
-use std::sync::Arc;
-
-use chrono::Utc;
-
-use super::{custody, FlowError};
-use crate::app::App;
-use crate::domain::{TenantId, UserId, UserKey};
+use super::{custody, Deps, FlowError};
+use crate::domain::{InboundToken, TenantId, UserId, UserKey};
 use crate::idp::{IdpError, ValidatedToken};
 use crate::store::{AccessRecord, TokenRecord};
 
@@ -27,14 +22,14 @@ pub struct Connection {
 /// `assertion` is the caller's access token, already validated into `caller`.
 #[tracing::instrument(skip_all, fields(tenant.id = %caller.tenant_id))]
 pub async fn connect(
-    app: &Arc<App>,
+    deps: &Deps,
     caller: &ValidatedToken,
-    assertion: &str,
+    assertion: &InboundToken,
 ) -> Result<Connection, FlowError> {
     let tenant = &caller.tenant_id;
     // The first downstream's: other downstreams' tokens come from refresh grants.
-    let scopes = &app.downstreams.first().settings.scopes;
-    let set = app
+    let scopes = &deps.downstreams.first().settings.scopes;
+    let set = deps
         .entra
         .on_behalf_of(tenant, assertion, scopes)
         .await
@@ -48,19 +43,19 @@ pub async fn connect(
             "Entra returned no refresh token (is offline_access consented?)".into(),
         )));
     };
-    let key = custody::key_for_new_grant(app, &owner).await?;
+    let key = custody::key_for_new_grant(deps, &owner).await?;
     let grant = custody::seal_with(&key, &owner, refresh_token)?;
     let granted_scopes = if set.scope.trim().is_empty() {
         scopes.join(" ")
     } else {
         set.scope.clone()
     };
-    let connected = app
+    let connected = deps
         .store
-        .connect(&owner, &grant, &granted_scopes, Utc::now())
+        .connect(&owner, &grant, &granted_scopes, deps.clock.now())
         .await?;
     // A new grant replaces whatever the process had cached for the user.
-    app.access_tokens.invalidate(&owner).await;
+    deps.access_tokens.invalidate(&owner).await;
     tracing::info!(
         user.id = %owner.user_id,
         created = connected.created,
@@ -75,23 +70,23 @@ pub async fn connect(
 
 /// The caller's row and its recent accesses.
 pub async fn status(
-    app: &App,
+    deps: &Deps,
     owner: &UserKey,
 ) -> Result<(TokenRecord, Vec<AccessRecord>), FlowError> {
-    let record = app
+    let record = deps
         .store
         .find(owner)
         .await?
         .ok_or(FlowError::NotConnected)?;
-    let accesses = app.store.recent_accesses(owner, RECENT_ACCESSES).await?;
+    let accesses = deps.store.recent_accesses(owner, RECENT_ACCESSES).await?;
     Ok((record, accesses))
 }
 
 /// Removes the caller's row; the in-memory access token goes with it.
 #[tracing::instrument(skip_all, fields(tenant.id = %owner.tenant_id, user.id = %owner.user_id))]
-pub async fn disconnect(app: &App, owner: &UserKey) -> Result<bool, FlowError> {
-    let existed = app.store.delete(owner).await?;
-    app.access_tokens.invalidate(owner).await;
+pub async fn disconnect(deps: &Deps, owner: &UserKey) -> Result<bool, FlowError> {
+    let existed = deps.store.delete(owner).await?;
+    deps.access_tokens.invalidate(owner).await;
     tracing::info!(existed, "user disconnected");
     Ok(existed)
 }

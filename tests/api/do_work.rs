@@ -178,7 +178,7 @@ async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(app: TestApp) {
     assert_eq!(app.stored_refresh_token(&oid).await, before);
     assert!(row.refreshed_at >= refreshed_before);
     // The kept token still works.
-    app.app.access_tokens.invalidate(&app.key(&oid)).await;
+    app.app.deps.access_tokens.invalidate(&app.key(&oid)).await;
     assert_eq!(app.do_work(&oid, Value::Null).await.status(), 200);
     assert_ne!(app.stored_refresh_token(&oid).await, before);
 }

@@ -540,9 +540,13 @@ async fn timer_entra_throttling_pauses_only_the_tenant_s_rows(app: TestApp) {
         1,
     );
     let started = Instant::now();
-    let summary = refresh_all::run(&app.app, one_at_a_time(Duration::from_secs(60)), &|_| {})
-        .await
-        .unwrap();
+    let summary = refresh_all::run(
+        &app.app.deps,
+        one_at_a_time(Duration::from_secs(60)),
+        &|_| {},
+    )
+    .await
+    .unwrap();
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "the run paused"
@@ -562,9 +566,13 @@ async fn timer_entra_throttling_pauses_only_the_tenant_s_rows(app: TestApp) {
         1,
     );
     let started = Instant::now();
-    let summary = refresh_all::run(&app.app, one_at_a_time(Duration::from_secs(20)), &|_| {})
-        .await
-        .unwrap();
+    let summary = refresh_all::run(
+        &app.app.deps,
+        one_at_a_time(Duration::from_secs(20)),
+        &|_| {},
+    )
+    .await
+    .unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "a long pause is not waited out: {:?}",
@@ -643,7 +651,7 @@ async fn timer_key_vault_faults_on_old_versions_back_off_the_rows(app: TestApp) 
     faults.vault_pass_one();
     faults.vault(FaultKind::Status(503), 1);
     let summary = refresh_all::run(
-        &cold.app,
+        &cold.app.deps,
         RunOptions {
             reseal_only: false,
             time_budget: Duration::from_secs(60),

@@ -36,7 +36,7 @@ async fn no_issued_secret_appears_in_logs_answers_or_the_database(app: TestApp) 
         kind: FaultKind::Status(500),
         times: 1,
     });
-    app.app.access_tokens.invalidate(&app.key(&oid)).await;
+    app.app.deps.access_tokens.invalidate(&app.key(&oid)).await;
     answers.push_str(&app.do_work(&oid, Value::Null).await.text().await.unwrap());
     app.stack.entra.inject(Fault {
         kind: FaultKind::InvalidClient,

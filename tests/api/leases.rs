@@ -99,7 +99,7 @@ async fn queued_rows_recheck_their_lease_before_redeeming(backend: Backend) {
         time_budget: Duration::from_secs(60),
         concurrency: 1,
     };
-    let run = refresh_all::run(&app.app, options, &|_| {});
+    let run = refresh_all::run(&app.app.deps, options, &|_| {});
     let taken_over = async {
         // Once the first row got its 429, the three others wait in the run's queue.
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -148,7 +148,7 @@ async fn a_spent_budget_stops_the_run_and_the_next_run_continues(app: TestApp) {
         concurrency: 2,
     };
     let started = Instant::now();
-    let first = refresh_all::run(&app.app, options.clone(), &|_| {})
+    let first = refresh_all::run(&app.app.deps, options.clone(), &|_| {})
         .await
         .unwrap();
     assert!(
@@ -160,7 +160,7 @@ async fn a_spent_budget_stops_the_run_and_the_next_run_continues(app: TestApp) {
     app.stack.entra.set_latency(Duration::ZERO);
     let mut total = first.refreshed;
     for _ in 0..5 {
-        total += refresh_all::run(&app.app, options.clone(), &|_| {})
+        total += refresh_all::run(&app.app.deps, options.clone(), &|_| {})
             .await
             .unwrap()
             .refreshed;
@@ -184,8 +184,8 @@ async fn two_instances_running_at_once_refresh_each_row_once(app: TestApp) {
         concurrency: 8,
     };
     let (a, b) = tokio::join!(
-        refresh_all::run(&app.app, options.clone(), &|_| {}),
-        refresh_all::run(&second, options.clone(), &|_| {})
+        refresh_all::run(&app.app.deps, options.clone(), &|_| {}),
+        refresh_all::run(&second.deps, options.clone(), &|_| {})
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.refreshed + b.refreshed, 100, "{a:?} {b:?}");
@@ -206,7 +206,9 @@ async fn reseal_only_rotates_without_calling_entra(app: TestApp) {
         time_budget: Duration::from_secs(120),
         concurrency: 16,
     };
-    let summary = refresh_all::run(&app.app, options, &|_| {}).await.unwrap();
+    let summary = refresh_all::run(&app.app.deps, options, &|_| {})
+        .await
+        .unwrap();
     assert_eq!(summary.resealed, 300, "{summary:?}");
     assert_eq!(summary.refreshed, 0);
     let stats = app.stack.entra.stats();

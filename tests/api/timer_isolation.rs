@@ -135,7 +135,7 @@ async fn a_refused_service_credential_stops_the_run_and_punishes_no_row(app: Tes
         time_budget: Duration::from_secs(120),
         concurrency: 8,
     };
-    let summary = refresh_all::run(&app.app, options.clone(), &|_| {})
+    let summary = refresh_all::run(&app.app.deps, options.clone(), &|_| {})
         .await
         .expect("a run that started answers with its summary");
     let stats = app.stack.entra.stats();
@@ -166,7 +166,9 @@ async fn a_refused_service_credential_stops_the_run_and_punishes_no_row(app: Tes
     assert_eq!(setup.status(), 502);
 
     app.stack.entra.clear_faults();
-    let summary = refresh_all::run(&app.app, options, &|_| {}).await.unwrap();
+    let summary = refresh_all::run(&app.app.deps, options, &|_| {})
+        .await
+        .unwrap();
     assert_eq!(summary.refreshed, 120, "{summary:?}");
 }
 

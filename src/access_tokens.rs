@@ -3,38 +3,45 @@
 //! time in the process.
 //!
 //! A miss runs its refresh once per (user, downstream) however many calls are waiting: moka's
-//! `try_get_with` coalesces concurrent initialisations of one key. Misses of one user for two
-//! downstreams are two keys, so they would run side by side; every redemption rotates the
-//! user's one refresh token, so the refreshes also take [`AccessTokenCache::lock_user`], held
-//! until the rotated token is saved.
+//! `try_get_with` coalesces concurrent initialisations of one key, and every waiter gets the
+//! refresh's token or its error. Misses of one user for two downstreams are two keys, so they
+//! would run side by side; every redemption rotates the user's one refresh token, so the
+//! refreshes also take [`AccessTokenCache::lock_user`], held until the rotated token is saved.
+//!
+//! Expiry goes by the [`Clock`] the cache is given, so a test can move time past it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use moka::future::Cache;
+use moka::ops::compute::Op;
 use moka::Expiry;
 
-use super::FlowError;
 use crate::domain::{AccessToken, UserKey};
+use crate::ports::Clock;
 
 /// Tokens are dropped this long before Entra's expiry, so a call never starts with a token
 /// that dies on the way.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 const MAX_USERS: u64 = 100_000;
 
-/// An access token and how long it may still be handed out.
+/// An access token and until when it may be handed out.
 pub struct CachedAccessToken {
     token: AccessToken,
-    usable_until: Instant,
+    usable_until: DateTime<Utc>,
 }
 
 impl CachedAccessToken {
-    /// A token that Entra says expires in `expires_in`.
-    pub fn new(token: AccessToken, expires_in: Duration) -> Self {
+    /// A token that Entra, asked at `now`, says expires in `expires_in`.
+    pub fn new(token: AccessToken, expires_in: Duration, now: DateTime<Utc>) -> Self {
+        let usable = expires_in.saturating_sub(EXPIRY_MARGIN);
+        let usable = chrono::Duration::from_std(usable).unwrap_or(chrono::Duration::zero());
         Self {
             token,
-            usable_until: Instant::now() + expires_in.saturating_sub(EXPIRY_MARGIN),
+            usable_until: now + usable,
         }
     }
 
@@ -42,21 +49,36 @@ impl CachedAccessToken {
     pub fn token(&self) -> &AccessToken {
         &self.token
     }
+
+    fn usable_at(&self, now: DateTime<Utc>) -> bool {
+        self.usable_until > now
+    }
+}
+
+/// What [`AccessTokenCache::get_or_refresh`] found.
+pub struct Fetched<T> {
+    /// The token to use.
+    pub token: Arc<CachedAccessToken>,
+    /// What this call's own refresh left to do, when it ran one; `None` when the token was
+    /// cached or another call's refresh got it.
+    pub refreshed: Option<T>,
 }
 
 /// A user and the index of a downstream in `OBOVAULT_DOWNSTREAMS`.
 type TokenKey = (UserKey, usize);
 
-struct UntilUsable;
+/// Moka evicts a token when it stops being usable by the cache's clock.
+struct UntilUsable(Arc<dyn Clock>);
 
 impl Expiry<TokenKey, Arc<CachedAccessToken>> for UntilUsable {
     fn expire_after_create(
         &self,
         _: &TokenKey,
         value: &Arc<CachedAccessToken>,
-        now: Instant,
+        _: Instant,
     ) -> Option<Duration> {
-        Some(value.usable_until.saturating_duration_since(now))
+        let left = value.usable_until - self.0.now();
+        Some(left.to_std().unwrap_or(Duration::ZERO))
     }
 }
 
@@ -66,47 +88,68 @@ pub struct AccessTokenCache {
     cache: Cache<TokenKey, Arc<CachedAccessToken>>,
     downstreams: usize,
     locks: Arc<UserLocks>,
-}
-
-impl Default for AccessTokenCache {
-    fn default() -> Self {
-        Self::new()
-    }
+    clock: Arc<dyn Clock>,
 }
 
 impl AccessTokenCache {
-    /// An empty cache for one downstream.
-    pub fn new() -> Self {
-        Self::with_downstreams(1)
-    }
-
-    /// An empty cache for `downstreams` downstream APIs.
-    pub fn with_downstreams(downstreams: usize) -> Self {
+    /// An empty cache for `downstreams` downstream APIs, telling expiry by `clock`.
+    pub fn new(downstreams: usize, clock: Arc<dyn Clock>) -> Self {
         Self {
             cache: Cache::builder()
                 .max_capacity(MAX_USERS)
-                .expire_after(UntilUsable)
+                .expire_after(UntilUsable(clock.clone()))
                 .build(),
             downstreams: downstreams.max(1),
             locks: Arc::new(UserLocks::default()),
+            clock,
         }
     }
 
     /// The user's token for the downstream at `downstream`, running `refresh` (once, however
-    /// many callers wait) on a miss.
-    pub async fn get_or_refresh(
+    /// many callers wait) on a miss. The refresh yields the token and what is left to do after
+    /// it (the rotated refresh token's save); that goes to the caller whose refresh ran.
+    pub async fn get_or_refresh<T, E>(
         &self,
         key: &UserKey,
         downstream: usize,
-        refresh: impl std::future::Future<Output = Result<Arc<CachedAccessToken>, FlowError>>,
-    ) -> Result<Arc<CachedAccessToken>, Arc<FlowError>> {
+        refresh: impl Future<Output = Result<(CachedAccessToken, T), E>>,
+    ) -> Result<Fetched<T>, E>
+    where
+        E: Clone + Send + Sync + 'static,
+    {
         let key = (key.clone(), downstream);
         if let Some(hit) = self.cache.get(&key).await {
-            if hit.usable_until > Instant::now() {
-                return Ok(hit);
+            if hit.usable_at(self.clock.now()) {
+                return Ok(Fetched {
+                    token: hit,
+                    refreshed: None,
+                });
             }
+            self.forget_stale(&key, &hit).await;
         }
-        self.cache.try_get_with(key, refresh).await
+        let mut refreshed = None;
+        let token = self
+            .cache
+            .try_get_with(key, async {
+                let (token, rest) = refresh.await?;
+                refreshed = Some(rest);
+                Ok(Arc::new(token))
+            })
+            .await
+            .map_err(Arc::unwrap_or_clone)?;
+        Ok(Fetched { token, refreshed })
+    }
+
+    /// Drops `stale` unless another call replaced it meanwhile. Moka evicts by its own
+    /// monotonic clock; this catches a token the cache's clock already calls expired.
+    async fn forget_stale(&self, key: &TokenKey, stale: &Arc<CachedAccessToken>) {
+        self.cache
+            .entry(key.clone())
+            .and_compute_with(|entry| {
+                let same = entry.is_some_and(|entry| Arc::ptr_eq(entry.value(), stale));
+                std::future::ready(if same { Op::Remove } else { Op::Nop })
+            })
+            .await;
     }
 
     /// Forgets the user's tokens for every downstream (disconnect, a new setup, a dead grant).
@@ -163,30 +206,4 @@ impl UserLocks {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{TenantId, UserId};
-
-    fn user(n: u8) -> UserKey {
-        UserKey {
-            tenant_id: TenantId::parse("11111111-1111-1111-1111-111111111111").unwrap(),
-            user_id: UserId::parse(&format!("00000000-0000-0000-0000-0000000000{n:02x}")).unwrap(),
-        }
-    }
-
-    #[tokio::test]
-    async fn one_lock_per_user_and_unused_locks_are_pruned() {
-        let cache = AccessTokenCache::with_downstreams(2);
-        let held = cache.lock_user(&user(1)).await;
-        assert!(cache.locks.lock_for(&user(1)).try_lock().is_err());
-        assert!(cache.locks.lock_for(&user(2)).try_lock().is_ok());
-        drop(held);
-        assert!(cache.locks.lock_for(&user(1)).try_lock().is_ok());
-        for n in 0..=255 {
-            drop(cache.lock_user(&user(n)).await);
-        }
-        let map = cache.locks.map.lock().unwrap();
-        assert!(map.locks.values().all(|lock| lock.strong_count() == 0));
-        assert!(map.locks.len() <= map.prune_at);
-    }
-}
+mod tests;

@@ -9,8 +9,8 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use crate::app::App;
 use crate::domain::UserKey;
+use crate::store::TokenStore;
 
 /// Rows held by a run because their key version is refused.
 #[derive(Default)]
@@ -29,7 +29,7 @@ impl RefusedRows {
     }
 
     /// Releases the leases `owner` holds on every held row.
-    pub(crate) async fn release_all(&self, app: &App, owner: &str) {
+    pub(crate) async fn release_all(&self, store: &dyn TokenStore, owner: &str) {
         let rows: Vec<UserKey> = self
             .rows
             .lock()
@@ -37,7 +37,7 @@ impl RefusedRows {
             .drain()
             .collect();
         for row in rows {
-            if let Err(error) = app.store.release_lease(&row, owner).await {
+            if let Err(error) = store.release_lease(&row, owner).await {
                 tracing::warn!(error = %error, "failed to release a lease; it will expire");
             }
         }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rand::Rng as _;
 
-use super::FlowError;
+use crate::usecase::FlowError;
 
 /// Longest back-off after repeated transient failures of one row.
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);

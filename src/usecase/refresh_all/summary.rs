@@ -32,6 +32,21 @@ impl Summary {
             self.examined, self.refreshed, self.resealed, self.reauth_required, self.failed, self.skipped, self.duration_ms
         )
     }
+
+    /// The run's one log line, with the counts as fields.
+    pub(crate) fn log(&self) {
+        tracing::info!(
+            examined = self.examined,
+            refreshed = self.refreshed,
+            resealed = self.resealed,
+            reauth_required = self.reauth_required,
+            failed = self.failed,
+            skipped = self.skipped,
+            duration_ms = self.duration_ms,
+            "{}",
+            self.line()
+        );
+    }
 }
 
 /// The run's counts, updated by every worker.
