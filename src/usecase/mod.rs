@@ -10,6 +10,8 @@ pub mod do_work;
 mod leases;
 pub mod refresh_all;
 pub mod setup;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
