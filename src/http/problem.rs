@@ -2,6 +2,9 @@
 //!
 //! Client faults carry a clear `detail`; server faults carry a fixed text and the cause goes
 //! to the log once, inside the request span. No variant's body ever holds token material.
+//! Which answer each flow failure gets is `flow`'s.
+
+mod flow;
 
 use std::time::Duration;
 
@@ -9,12 +12,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::downstream::DownstreamError;
-use crate::idp::IdpError;
-use crate::keys::KeyError;
-use crate::store::StoreError;
 use crate::tenancy::TenancyRefusal;
-use crate::usecase::FlowError;
 
 /// Every error the HTTP API answers with.
 #[derive(Debug, thiserror::Error)]
@@ -272,83 +270,6 @@ impl ApiError {
     }
 }
 
-impl From<FlowError> for ApiError {
-    fn from(error: FlowError) -> Self {
-        let unavailable = |what, retry_after: Option<Duration>, default: u64| Self::Unavailable {
-            what,
-            retry_after: retry_after.unwrap_or(Duration::from_secs(default)),
-        };
-        match error {
-            FlowError::Busy => {
-                unavailable("the user's token (another refresh is running)", None, 1)
-            }
-            FlowError::Crypto(_) => Self::Internal(anyhow::Error::new(error)),
-            FlowError::Downstream(DownstreamError::InvalidRequest(detail)) => {
-                Self::InvalidRequest(detail)
-            }
-            FlowError::Downstream(DownstreamError::PathNotAllowed(detail)) => {
-                Self::PathNotAllowed(detail)
-            }
-            FlowError::Downstream(DownstreamError::Timeout) => {
-                Self::UpstreamTimeout("the downstream API did not answer in time".into())
-            }
-            FlowError::Downstream(DownstreamError::Unreachable) => {
-                Self::Upstream("the downstream API is unreachable or answered unusably".into())
-            }
-            FlowError::Idp(IdpError::BadAssertion { .. }) => Self::InvalidToken {
-                detail: "Entra ID refused to exchange the token; sign in again".into(),
-                missing: false,
-            },
-            FlowError::Idp(IdpError::Misconfigured { error, code }) => {
-                tracing::error!(alert = true, entra.error = %error, entra.code = ?code, "Entra ID refused the service's own credentials or request: check the app registration");
-                Self::Upstream("Entra ID refused the service's request".into())
-            }
-            FlowError::Idp(IdpError::Protocol(why)) => {
-                tracing::error!(why = %why, "unexpected answer from Entra ID");
-                Self::Upstream("Entra ID answered unexpectedly".into())
-            }
-            FlowError::Idp(error @ IdpError::Reauth { .. }) => Self::ReauthRequired {
-                reason: Some(error.code()),
-                claims: None,
-            },
-            FlowError::Idp(IdpError::Throttled { retry_after }) => {
-                unavailable("Entra ID", retry_after, 5)
-            }
-            FlowError::Idp(IdpError::Timeout) => unavailable("Entra ID", None, 5),
-            FlowError::Idp(IdpError::Unavailable { retry_after }) => {
-                unavailable("Entra ID", retry_after, 5)
-            }
-            FlowError::InteractionRequired { claims } => Self::InteractionRequired { claims },
-            FlowError::Keys(KeyError::Throttled(retry_after)) => {
-                unavailable("Key Vault", retry_after, 5)
-            }
-            FlowError::Keys(KeyError::Unavailable) => unavailable("Key Vault", None, 5),
-            FlowError::KeyVersionUnavailable { .. } => Self::KeyRefused {
-                detail: "The key version this user's token is sealed under is disabled or missing in Key Vault. The token is kept; it works again once an operator restores that version.",
-            },
-            FlowError::Keys(KeyError::Disabled(_)) => {
-                tracing::error!(alert = true, error = %error, "every version of the tenant's key is disabled in Key Vault: an operator must act");
-                Self::KeyRefused {
-                    detail: "The tenant's encryption key is disabled in Key Vault; an operator must enable a version.",
-                }
-            }
-            FlowError::Keys(error @ (KeyError::NotFound(_) | KeyError::Misconfigured(_))) => {
-                tracing::error!(alert = true, error = %error, "Key Vault key problem: an operator must act");
-                Self::Upstream("the encryption key is not available".into())
-            }
-            FlowError::NotConnected => Self::NotConnected,
-            FlowError::ReauthRequired { reason, claims } => Self::ReauthRequired { reason, claims },
-            error @ FlowError::ConsentRequired { .. } => Self::ConsentRequired(error.to_string()),
-            FlowError::Store(error) => match error.as_ref() {
-                StoreError::Unavailable(_) => unavailable("the database", None, 2),
-                StoreError::Other(_) => Self::Internal(anyhow::Error::new(error)),
-            },
-            FlowError::TenantNotAllowed => Self::TenantNotAllowed(TENANT_NOT_ALLOWED),
-            FlowError::Tenancy(refusal) => refusal.into(),
-        }
-    }
-}
-
 /// Formats an error and its sources on one line, for logs.
 pub fn format_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -362,63 +283,4 @@ pub fn format_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn body_of(error: ApiError) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
-        let response = error.into_response();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        (status, headers, serde_json::from_slice(&bytes).unwrap())
-    }
-
-    #[tokio::test]
-    async fn problems_follow_the_contract() {
-        let (status, headers, body) = body_of(ApiError::Unavailable {
-            what: "Key Vault",
-            retry_after: Duration::from_secs(7),
-        })
-        .await;
-        assert_eq!(status, 503);
-        assert_eq!(headers[header::RETRY_AFTER], "7");
-        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
-        assert_eq!(body["error"], "unavailable");
-        assert_eq!(body["status"], 503);
-        for key in ["type", "title", "detail"] {
-            assert!(body[key].is_string(), "{key}");
-        }
-    }
-
-    #[tokio::test]
-    async fn internal_errors_are_opaque() {
-        let (status, _, body) = body_of(ApiError::Internal(anyhow::anyhow!(
-            "secret internals at db:5432"
-        )))
-        .await;
-        assert_eq!(status, 500);
-        assert!(!body.to_string().contains("db:5432"));
-    }
-
-    #[tokio::test]
-    async fn a_missing_token_gets_the_bare_challenge() {
-        let (_, headers, body) = body_of(ApiError::InvalidToken {
-            detail: "missing bearer token".into(),
-            missing: true,
-        })
-        .await;
-        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
-        assert_eq!(body["error"], "invalid_token");
-        let (_, headers, _) = body_of(ApiError::InvalidToken {
-            detail: "the token has expired".into(),
-            missing: false,
-        })
-        .await;
-        assert!(headers[header::WWW_AUTHENTICATE]
-            .to_str()
-            .unwrap()
-            .starts_with("Bearer error=\"invalid_token\""));
-    }
-}
+mod tests;

@@ -224,7 +224,8 @@ fn scope_parameter(scopes: &[String], extra: &[&'static str]) -> String {
 
 fn transport_error(error: reqwest::Error) -> IdpError {
     // reqwest errors name the URL (authority and tenant id) and the failure, never the body.
-    tracing::warn!(error = %error, timeout = error.is_timeout(), "Entra token request failed in transport");
+    // Debug only: the caller logs the failure once, where it is handled.
+    tracing::debug!(error = %error, timeout = error.is_timeout(), "Entra token request failed in transport");
     if error.is_timeout() {
         IdpError::Timeout
     } else {
@@ -232,11 +233,13 @@ fn transport_error(error: reqwest::Error) -> IdpError {
     }
 }
 
-/// Logs what Entra documents as safe diagnostics: never `error_description`.
+/// Logs what Entra documents as safe diagnostics (never `error_description`) at debug level:
+/// the caller logs the failure once, where it is handled (the HTTP error mapping, the timer's
+/// per-row handler); these are the details to look for when that line is not enough.
 fn log_failure(status: reqwest::StatusCode, body: Option<&ErrorBody>, error: &IdpError) {
     // Trace and correlation ids are GUIDs; anything else is not echoed.
     let guid = |value: Option<&String>| value.filter(|v| uuid::Uuid::try_parse(v).is_ok()).cloned();
-    tracing::warn!(
+    tracing::debug!(
         http.status = status.as_u16(),
         outcome = %error.code(),
         entra.error = body.and_then(|b| b.error.as_deref()).map(errors::sanitize).as_deref(),
