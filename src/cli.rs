@@ -4,13 +4,13 @@
 //! `--json` for scripts.
 
 mod offboarding;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
 
 use crate::app::App;
 use crate::config::{Env, LogFormat, Settings};
@@ -103,7 +103,9 @@ impl Cli {
                 println!("migrations applied");
                 Ok(())
             }
-            Command::Status(output) => status(App::build(settings).await?, output).await,
+            Command::Status(output) => {
+                status::print(&*App::build(settings).await?, output.json).await
+            }
             Command::Refresh {
                 reseal_only,
                 output,
@@ -147,73 +149,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     application
         .run_until(crate::startup::shutdown_signal())
         .await
-}
-
-async fn status(app: Arc<App>, output: Output) -> anyhow::Result<()> {
-    let report = app.store.status_report().await?;
-    // For each key, the latest version tells which older versions rows still need; each
-    // version in use is read once, so one Key Vault refuses (disabled, deleted, forbidden)
-    // shows with its rows, which cannot be opened until an operator restores it.
-    let mut keys = Vec::new();
-    let mut names: Vec<&String> = report.by_key_version.iter().map(|k| &k.key_name).collect();
-    names.dedup();
-    for name in names {
-        let latest = app.keys.fresh_latest(name).await.map(|k| k.version).ok();
-        for version in report.by_key_version.iter().filter(|k| &k.key_name == name) {
-            let refused = match app.keys.version(name, &version.key_version).await {
-                Err(error) if error.is_refusal() => Some(error.to_string()),
-                _ => None,
-            };
-            keys.push(json!({
-                "keyName": name,
-                "keyVersion": version.key_version,
-                "rows": version.rows,
-                "latest": latest.as_deref() == Some(version.key_version.as_str()),
-                "stillNeeded": version.rows > 0,
-                "available": refused.is_none(),
-                "unavailableReason": refused,
-            }));
-        }
-    }
-    let outbox = app.store.events().report().await?;
-    if output.json {
-        println!(
-            "{}",
-            json!({ "report": report, "keys": keys, "outbox": outbox, "eventsConfigured": app.events.is_some() })
-        );
-        return Ok(());
-    }
-    println!("rows by status:");
-    for (status, rows) in &report.by_status {
-        println!("  {status:<16} {rows}");
-    }
-    println!("rows by key version:");
-    for key in &keys {
-        let latest = if key["available"] == false {
-            " (UNAVAILABLE in Key Vault: its rows cannot be opened until an operator re-enables or restores this version)"
-        } else if key["latest"] == true {
-            " (latest)"
-        } else {
-            " (old: re-seal pending)"
-        };
-        println!(
-            "  {} {} {}{latest}",
-            key["keyName"].as_str().unwrap_or(""),
-            key["keyVersion"].as_str().unwrap_or(""),
-            key["rows"]
-        );
-    }
-    match report.oldest_refreshed_at {
-        Some(at) => println!("oldest refresh: {at}"),
-        None => println!("oldest refresh: -"),
-    }
-    println!(
-        "leased now: {}  backing off: {}",
-        report.leased, report.backing_off
-    );
-    println!("a key version not listed here is used by no row and can be disabled in Key Vault");
-    offboarding::print_outbox(&outbox, app.events.is_some());
-    Ok(())
 }
 
 async fn refresh(app: Arc<App>, reseal_only: bool, output: Output) -> anyhow::Result<()> {
@@ -271,13 +206,24 @@ async fn rotate(
     let mut rotated = Vec::new();
     for name in names {
         let key = app.keys.rotate(&name).await?;
-        rotated.push(json!({ "keyName": key.name, "keyVersion": key.version }));
         if !output.json {
             println!("{} → new version {}", key.name, key.version);
         }
+        rotated.push(Rotated {
+            key_name: key.name,
+            key_version: key.version,
+        });
     }
     if output.json {
-        println!("{}", json!({ "rotated": rotated }));
+        println!("{}", serde_json::json!({ "rotated": rotated }));
     }
     Ok(())
+}
+
+/// A key version `keys rotate` created.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rotated {
+    key_name: String,
+    key_version: String,
 }

@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 
 use crate::app::App;
 use crate::config::Settings;
 use crate::domain::{TenantId, UserId, UserKey};
 use crate::events::outbox::{OutboxReport, Purged};
-use crate::keys::{KeyVaultKeys, Shredded};
+use crate::keys::{KeyError, KeyVaultKeys, Shredded};
 
 /// How long a command waits for the receiver before leaving events to the service.
 const FLUSH_BUDGET: Duration = Duration::from_secs(15);
@@ -97,7 +98,7 @@ pub(super) async fn delete_user(
             "deleted the grant and access history of user {} in tenant {}",
             key.user_id, key.tenant_id
         );
-        print_events(&events);
+        events.print();
     } else {
         println!(
             "no stored grant for user {} in tenant {}: nothing to delete",
@@ -131,109 +132,209 @@ pub(super) async fn purge_tenant(settings: Settings, args: &PurgeArgs) -> anyhow
         .purge_tenant(&tenant)
         .await
         .context("deleting the tenant's rows failed; nothing was deleted")?;
-    let events = send_events(&app, purged.events).await;
-    let mut report = json!({
-        "tenantId": tenant.as_str(),
-        "deletedRows": purged.users,
-        "events": events,
-    });
+    let mut report = PurgeReport {
+        tenant_id: tenant.to_string(),
+        deleted_rows: purged.users,
+        events: send_events(&app, purged.events).await,
+        key: None,
+    };
     if !args.output.json {
         println!(
             "deleted {} stored grant(s) of tenant {tenant}, with their access history",
             purged.users
         );
-        print_events(&events);
+        report.events.print();
     }
-    let Some(key_vault) = key_vault else {
-        if args.output.json {
-            println!("{report}");
-        } else {
-            println!("key {key_name} kept (add --delete-key to delete and purge it)");
-        }
-        return Ok(());
+    let shredded = match key_vault {
+        Some(key_vault) => Some(key_vault.delete_and_purge(&key_name).await),
+        None => None,
     };
-    let shredded = key_vault.delete_and_purge(&key_name).await;
-    let key = match &shredded {
-        Ok(Shredded::Purged) => json!({ "name": key_name, "deleted": true, "purged": true }),
-        Ok(Shredded::PurgeProtected {
-            scheduled_purge_date,
-        }) => json!({
-            "name": key_name,
-            "deleted": true,
-            "purged": false,
-            "purgeProtection": true,
-            "scheduledPurgeDate": scheduled_purge_date,
-        }),
-        Ok(Shredded::NotFound) => json!({ "name": key_name, "deleted": false, "found": false }),
-        Err(error) => json!({ "name": key_name, "deleted": false, "error": error.to_string() }),
-    };
-    report["key"] = key;
+    report.key = shredded
+        .as_ref()
+        .map(|shredded| KeyShred::of(&key_name, shredded));
     if args.output.json {
-        println!("{report}");
+        println!("{}", serde_json::to_string(&report)?);
     } else {
-        match &shredded {
-            Ok(Shredded::Purged) => {
-                println!("key {key_name} deleted and purged from Key Vault: no copy of the tenant's rows can be opened again");
-            }
+        if let Some(line) = KeyShred::line(report.key.as_ref(), &key_name) {
+            println!("{line}");
+        }
+    }
+    match shredded {
+        Some(Err(error)) => Err(anyhow::Error::new(error).context(format!(
+            "the rows are deleted, but key {key_name} was not: run the command again"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What `tenants purge` did.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PurgeReport {
+    tenant_id: String,
+    deleted_rows: u64,
+    events: EventsSent,
+    /// With `--delete-key`: what became of the tenant's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<KeyShred>,
+}
+
+/// What became of a tenant's Key Vault secret.
+#[derive(Debug, Serialize)]
+#[serde(untagged, rename_all_fields = "camelCase")]
+enum KeyShred {
+    /// Deleted and purged: no copy of the tenant's rows can be opened again.
+    Purged {
+        name: String,
+        deleted: bool,
+        purged: bool,
+    },
+    /// Deleted; the vault's purge protection keeps it recoverable until Key Vault purges it.
+    PurgeProtected {
+        name: String,
+        deleted: bool,
+        purged: bool,
+        purge_protection: bool,
+        scheduled_purge_date: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Neither live nor deleted in Key Vault.
+    NotFound {
+        name: String,
+        deleted: bool,
+        found: bool,
+    },
+    /// Key Vault failed; the command fails too.
+    Failed {
+        name: String,
+        deleted: bool,
+        error: String,
+    },
+}
+
+impl KeyShred {
+    fn of(name: &str, shredded: &Result<Shredded, KeyError>) -> Self {
+        let name = name.to_owned();
+        match shredded {
+            Ok(Shredded::Purged) => Self::Purged {
+                name,
+                deleted: true,
+                purged: true,
+            },
             Ok(Shredded::PurgeProtected {
                 scheduled_purge_date,
+            }) => Self::PurgeProtected {
+                name,
+                deleted: true,
+                purged: false,
+                purge_protection: true,
+                scheduled_purge_date: *scheduled_purge_date,
+            },
+            Ok(Shredded::NotFound) => Self::NotFound {
+                name,
+                deleted: false,
+                found: false,
+            },
+            Err(error) => Self::Failed {
+                name,
+                deleted: false,
+                error: error.to_string(),
+            },
+        }
+    }
+
+    /// The text output's line about the key `name` (`shred` is `None` when it was kept); a
+    /// failure has none: the command's error says it.
+    fn line(shred: Option<&Self>, name: &str) -> Option<String> {
+        let line = match shred {
+            None => format!("key {name} kept (add --delete-key to delete and purge it)"),
+            Some(Self::Purged { .. }) => format!("key {name} deleted and purged from Key Vault: no copy of the tenant's rows can be opened again"),
+            Some(Self::PurgeProtected {
+                scheduled_purge_date,
+                ..
             }) => {
                 let date = scheduled_purge_date.map_or_else(
                     || "the end of its retention period".to_owned(),
                     |d| d.to_rfc3339(),
                 );
-                println!(
-                    "key {key_name} deleted; the vault's purge protection forbids purging it, \
+                format!(
+                    "key {name} deleted; the vault's purge protection forbids purging it, \
                      so it stays recoverable in Key Vault until Key Vault purges it on {date}"
-                );
+                )
             }
-            Ok(Shredded::NotFound) => {
-                println!(
-                    "key {key_name} not found in Key Vault (live or deleted): nothing to delete"
-                );
+            Some(Self::NotFound { .. }) => {
+                format!("key {name} not found in Key Vault (live or deleted): nothing to delete")
             }
-            Err(_) => {}
-        }
+            Some(Self::Failed { .. }) => return None,
+        };
+        Some(line)
     }
-    shredded.map(|_| ()).with_context(|| {
-        format!("the rows are deleted, but key {key_name} was not: run the command again")
-    })
+}
+
+/// What became of the grant events a command wrote.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum EventsSent {
+    /// `OBOVAULT_EVENTS_URL` is unset: none are written.
+    NotConfigured { written: u64, configured: bool },
+    /// Sent within [`FLUSH_BUDGET`], as far as the receiver took them.
+    Flushed {
+        written: u64,
+        delivered: u64,
+        pending: Option<i64>,
+    },
+    /// The delivery pass failed; a running service sends them.
+    Failed {
+        written: u64,
+        pending: Option<i64>,
+        error: String,
+    },
+}
+
+impl EventsSent {
+    fn print(&self) {
+        let (written, delivered, pending) = match self {
+            Self::NotConfigured { .. } => {
+                println!("grant events: not configured (OBOVAULT_EVENTS_URL is unset)");
+                return;
+            }
+            Self::Flushed {
+                written,
+                delivered,
+                pending,
+            } => (written, *delivered, pending),
+            Self::Failed {
+                written, pending, ..
+            } => (written, 0, pending),
+        };
+        let pending = pending.map_or("?".to_owned(), |n| n.to_string());
+        println!(
+            "grant events: {written} written, {delivered} delivered, {pending} pending (a running service sends the rest)"
+        );
+    }
 }
 
 /// Sends what the command wrote (and anything else pending) within [`FLUSH_BUDGET`].
-async fn send_events(app: &Arc<App>, written: u64) -> Value {
+async fn send_events(app: &Arc<App>, written: u64) -> EventsSent {
     let Some(delivery) = &app.events else {
-        return json!({ "written": 0, "configured": false });
+        return EventsSent::NotConfigured {
+            written: 0,
+            configured: false,
+        };
     };
     let flushed = delivery.flush(false, FLUSH_BUDGET).await;
     let pending = app.store.events().report().await.map(|r| r.pending).ok();
     match flushed {
-        Ok(report) => json!({
-            "written": written,
-            "delivered": report.delivered,
-            "pending": pending,
-        }),
-        Err(error) => json!({
-            "written": written,
-            "pending": pending,
-            "error": error.to_string(),
-        }),
+        Ok(report) => EventsSent::Flushed {
+            written,
+            delivered: report.delivered,
+            pending,
+        },
+        Err(error) => EventsSent::Failed {
+            written,
+            pending,
+            error: error.to_string(),
+        },
     }
-}
-
-fn print_events(events: &Value) {
-    if events["configured"] == false {
-        println!("grant events: not configured (OBOVAULT_EVENTS_URL is unset)");
-        return;
-    }
-    println!(
-        "grant events: {} written, {} delivered, {} pending (a running service sends the rest)",
-        events["written"],
-        events["delivered"].as_u64().unwrap_or(0),
-        events["pending"]
-            .as_i64()
-            .map_or("?".to_owned(), |n| n.to_string())
-    );
 }
 
 /// The outbox part of `status`.
