@@ -105,16 +105,18 @@ impl AccessTokenCache {
         }
     }
 
-    /// The user's token for the downstream at `downstream`, running `refresh` (once, however
-    /// many callers wait) on a miss. The refresh yields the token and what is left to do after
-    /// it (the rotated refresh token's save); that goes to the caller whose refresh ran.
-    pub async fn get_or_refresh<T, E>(
+    /// The user's token for the downstream at `downstream`, running the refresh `refresh`
+    /// makes (once, however many callers wait) on a miss; a hit builds none. The refresh
+    /// yields the token and what is left to do after it (the rotated refresh token's save);
+    /// that goes to the caller whose refresh ran.
+    pub async fn get_or_refresh<T, E, F>(
         &self,
         key: &UserKey,
         downstream: usize,
-        refresh: impl Future<Output = Result<(CachedAccessToken, T), E>>,
+        refresh: impl FnOnce() -> F,
     ) -> Result<Fetched<T>, E>
     where
+        F: Future<Output = Result<(CachedAccessToken, T), E>>,
         E: Clone + Send + Sync + 'static,
     {
         let key = (key.clone(), downstream);
@@ -131,7 +133,7 @@ impl AccessTokenCache {
         let token = self
             .cache
             .try_get_with(key, async {
-                let (token, rest) = refresh.await?;
+                let (token, rest) = refresh().await?;
                 refreshed = Some(rest);
                 Ok(Arc::new(token))
             })

@@ -43,7 +43,7 @@ async fn a_token_is_refreshed_once_the_clock_passes_its_margin() {
     let refreshes = AtomicUsize::new(0);
     let owner = user(1);
     let fetch = || {
-        cache.get_or_refresh(&owner, 0, async {
+        cache.get_or_refresh(&owner, 0, || async {
             refreshes.fetch_add(1, Ordering::SeqCst);
             let token = AccessToken::new("at".into());
             let now = clock.now();

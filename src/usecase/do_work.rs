@@ -132,7 +132,7 @@ async fn attempt(
     request: &DownstreamRequest,
     claims: Option<Arc<str>>,
 ) -> Result<(DownstreamResponse, bool), FlowError> {
-    let refresh = refresh::refresh(deps.clone(), owner.clone(), api.index, claims);
+    let refresh = || refresh::refresh(deps.clone(), owner.clone(), api.index, claims);
     let fetched = deps
         .access_tokens
         .get_or_refresh(owner, api.index, refresh)
