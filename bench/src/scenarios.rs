@@ -578,6 +578,7 @@ impl Ctx {
         let latency = self.sizes.entra_latency;
         let mut runs = Vec::new();
         let mut capacity = Vec::new();
+        let mut table_sizes = Vec::new();
         let sizes = if self.args.wants("refresh") {
             self.sizes.refresh_rows.clone()
         } else {
@@ -594,6 +595,15 @@ impl Ctx {
             sqlx::query("VACUUM ANALYZE user_tokens")
                 .execute(&pool)
                 .await?;
+            // What a row costs on disk (table, TOAST and indexes), for sizing the server.
+            let bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('user_tokens')")
+                .fetch_one(&pool)
+                .await?;
+            table_sizes.push(json!({
+                "rows": rows,
+                "total_mib": round(bytes as f64 / 1_048_576.0, 1),
+                "bytes_per_row": (bytes as f64 / rows as f64).round(),
+            }));
             if self.args.wants("refresh") {
                 let mut points = Vec::new();
                 if !latency.is_zero() {
@@ -635,6 +645,7 @@ impl Ctx {
         if !capacity.is_empty() {
             report["refresh_capacity"] = Value::Array(capacity);
         }
+        report["user_tokens_size"] = Value::Array(table_sizes);
         Ok(())
     }
 
