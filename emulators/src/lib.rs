@@ -36,7 +36,10 @@ pub use entra::{
 pub use events_receiver::{EventReceiver, ReceivedEvent};
 pub use faults::{Fault, FaultKind};
 pub use key_vault::{KeyVaultEmulator, KeyVaultStats};
-pub use managed_identity::{IssuedIdentityToken, ManagedIdentityEmulator, UserAssignedIdentity};
+pub use managed_identity::{
+    IssuedIdentityToken, ManagedIdentityEmulator, NewIdentityToken, NewTokenHook,
+    UserAssignedIdentity,
+};
 pub use signing::SignWith;
 pub use stack::{
     ServiceCredential, Stack, StackOptions, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET,

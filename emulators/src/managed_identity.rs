@@ -15,9 +15,21 @@
 //! Tokens are Entra tokens of the identity's tenant, signed by the Entra emulator: real
 //! managed-identity tokens come from Entra too, which is why an app can trust them through a
 //! federated identity credential with issuer `{authority}/{tenant}/v2.0`. Any `resource` is
-//! served (Key Vault, `api://AzureADTokenExchange`, Azure Database for PostgreSQL …), and every
-//! token handed out is recorded.
+//! served (Key Vault, `api://AzureADTokenExchange`, Azure Database for PostgreSQL
+//! `https://ossrdbms-aad.database.windows.net` …), and every token handed out is recorded.
+//!
+//! Like the real endpoint, it caches: "the managed identities for Azure resources subsystem
+//! does cache tokens" (learn.microsoft.com/entra/identity/managed-identities-azure-resources/
+//! how-to-use-vm-token#token-caching), so asking again returns the same token. A cached token
+//! is handed out while more than half of its lifetime is left, then a new one is minted (the
+//! proactive refresh MSAL applies to managed-identity tokens, `refresh_in` = half the
+//! lifetime). Tests shorten the lifetime ([`ManagedIdentityEmulator::set_token_lifetime`]) to
+//! see tokens change while traffic runs, and may act on each new token before it is answered
+//! ([`ManagedIdentityEmulator::on_new_token`]), e.g. make it a database role's password.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{
@@ -36,9 +48,48 @@ use crate::entra::EntraEmulator;
 const API_VERSION: &str = "2019-08-01";
 /// Path of the token route (App Service's own is similar: `/msi/token`).
 const TOKEN_PATH: &str = "/msi/token";
-/// Lifetime of an issued token (Entra's managed-identity tokens live about 24 h; one hour is
-/// enough for tests and keeps the cached token of a long local run fresh).
+/// Default lifetime of an issued token (Entra's managed-identity tokens live about 24 h; one
+/// hour is enough for tests and keeps the cached token of a long local run fresh).
 const TOKEN_LIFETIME_SECS: i64 = 3600;
+
+/// What [`ManagedIdentityEmulator::on_new_token`] runs, awaited before the token is answered.
+pub type NewTokenHook =
+    Arc<dyn Fn(NewIdentityToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A token just minted for an identity and a resource.
+#[derive(Clone)]
+pub struct NewIdentityToken {
+    /// The identity's client id.
+    pub client_id: String,
+    /// The requested resource.
+    pub resource: String,
+    /// The token itself (a secret: never print it).
+    pub access_token: String,
+}
+
+impl std::fmt::Debug for NewIdentityToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewIdentityToken")
+            .field("client_id", &self.client_id)
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token the endpoint hands out again while enough of its lifetime is left.
+#[derive(Clone)]
+struct CachedToken {
+    access_token: String,
+    issued_at: i64,
+    expires_on: i64,
+}
+
+impl CachedToken {
+    fn reusable_at(&self, now: i64) -> bool {
+        // More than half of the lifetime left.
+        2 * (self.expires_on - now) > self.expires_on - self.issued_at
+    }
+}
 
 /// A user-assigned managed identity assigned to the emulated app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +109,8 @@ pub struct IssuedIdentityToken {
     pub resource: String,
     /// Unix seconds.
     pub expires_on: i64,
+    /// `false` when the endpoint answered a token it had handed out before (its cache).
+    pub fresh: bool,
 }
 
 struct ManagedIdentityState {
@@ -68,6 +121,10 @@ struct ManagedIdentityState {
     identities: Mutex<Vec<UserAssignedIdentity>>,
     issued: Mutex<Vec<IssuedIdentityToken>>,
     refused: Mutex<u64>,
+    lifetime_secs: Mutex<i64>,
+    /// By (client id, resource).
+    cache: Mutex<HashMap<(String, String), CachedToken>>,
+    on_new_token: Mutex<Option<NewTokenHook>>,
 }
 
 /// Handle to a running managed-identity endpoint; clones share it.
@@ -98,6 +155,9 @@ impl ManagedIdentityEmulator {
                 identities: Mutex::new(Vec::new()),
                 issued: Mutex::new(Vec::new()),
                 refused: Mutex::new(0),
+                lifetime_secs: Mutex::new(TOKEN_LIFETIME_SECS),
+                cache: Mutex::new(HashMap::new()),
+                on_new_token: Mutex::new(None),
             }),
         }
     }
@@ -125,6 +185,18 @@ impl ManagedIdentityEmulator {
     /// Requests answered with an error.
     pub fn refused(&self) -> u64 {
         *self.state.refused.lock()
+    }
+
+    /// Tokens minted from now on live this long (whole seconds, at least one); cached
+    /// tokens keep theirs.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        let secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX).max(1);
+        *self.state.lifetime_secs.lock() = secs;
+    }
+
+    /// Runs `hook` on every token minted from now on, before the endpoint answers it.
+    pub fn on_new_token(&self, hook: NewTokenHook) {
+        *self.state.on_new_token.lock() = Some(hook);
     }
 }
 
@@ -209,17 +281,12 @@ async fn token(
             "Unable to load the proper Managed Identity.",
         );
     };
-    let access_token = state.entra.mint_managed_identity_token(
-        &state.tenant_id,
-        &identity.client_id,
-        &identity.object_id,
-        &resource,
-    );
-    let expires_on = chrono::Utc::now().timestamp() + TOKEN_LIFETIME_SECS;
+    let (access_token, expires_on, fresh) = cached_or_new(&state, &identity, &resource).await;
     state.issued.lock().push(IssuedIdentityToken {
         client_id: identity.client_id.clone(),
         resource: resource.clone(),
         expires_on,
+        fresh,
     });
     Json(json!({
         "access_token": access_token,
@@ -229,4 +296,42 @@ async fn token(
         "client_id": identity.client_id,
     }))
     .into_response()
+}
+
+/// The identity's cached token for `resource` while it is reusable, else a new one (run
+/// through the hook first). `(token, expires_on, fresh)`.
+async fn cached_or_new(
+    state: &ManagedIdentityState,
+    identity: &UserAssignedIdentity,
+    resource: &str,
+) -> (String, i64, bool) {
+    let now = chrono::Utc::now().timestamp();
+    let key = (identity.client_id.clone(), resource.to_owned());
+    if let Some(cached) = state.cache.lock().get(&key).filter(|c| c.reusable_at(now)) {
+        return (cached.access_token.clone(), cached.expires_on, false);
+    }
+    let lifetime = *state.lifetime_secs.lock();
+    let access_token = state.entra.mint_managed_identity_token(
+        &state.tenant_id,
+        &identity.client_id,
+        &identity.object_id,
+        resource,
+        lifetime,
+    );
+    let hook = state.on_new_token.lock().clone();
+    if let Some(hook) = hook {
+        hook(NewIdentityToken {
+            client_id: identity.client_id.clone(),
+            resource: resource.to_owned(),
+            access_token: access_token.clone(),
+        })
+        .await;
+    }
+    let cached = CachedToken {
+        access_token: access_token.clone(),
+        issued_at: now,
+        expires_on: now + lifetime,
+    };
+    state.cache.lock().insert(key, cached);
+    (access_token, now + lifetime, true)
 }

@@ -372,19 +372,23 @@ impl EntraEmulator {
         self.state.credentials.lock().federated.push(credential);
     }
 
-    /// A managed identity's token for `resource`, signed like every Entra token (so Entra
-    /// trusts it as a federated assertion when a federated credential names the identity).
+    /// A managed identity's token for `resource`, valid for `lifetime_secs`, signed like every
+    /// Entra token (so Entra trusts it as a federated assertion when a federated credential
+    /// names the identity).
     pub(crate) fn mint_managed_identity_token(
         &self,
         tid: &str,
         client_id: &str,
         object_id: &str,
         resource: &str,
+        lifetime_secs: i64,
     ) -> String {
-        let claims = self
+        let mut claims = self
             .state
             .issuer()
             .managed_identity_claims(tid, client_id, object_id, resource);
+        let issued_at = claims["iat"].as_i64().unwrap_or_default();
+        claims["exp"] = json!(issued_at + lifetime_secs);
         self.state.issue_token(&claims, TokenVersion::V2)
     }
 

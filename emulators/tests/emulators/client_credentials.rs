@@ -232,7 +232,7 @@ fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
 }
 
 /// A token from the managed-identity endpoint, as `azure_identity` asks for it.
-async fn identity_token(stack: &Stack, resource: &str, client_id: &str) -> (u16, Value) {
+pub(crate) async fn identity_token(stack: &Stack, resource: &str, client_id: &str) -> (u16, Value) {
     let url = with_query(
         &stack.managed_identity.endpoint(),
         &[

@@ -9,5 +9,6 @@ mod key_vault;
 mod key_vault_delete;
 mod key_vault_sdk;
 mod key_vault_versions;
+mod managed_identity;
 mod metadata;
 mod stack;
