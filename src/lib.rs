@@ -15,6 +15,7 @@ pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod database_auth;
 pub mod domain;
 pub mod downstream;
 pub mod downstreams;
