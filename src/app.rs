@@ -43,9 +43,14 @@ impl App {
     /// Connects to the database (running migrations) and builds every client.
     pub async fn build(settings: Settings) -> anyhow::Result<Arc<Self>> {
         let prepared = Self::prepare(settings)?;
-        let store = store::open(&prepared.settings.database_url, prepared.emits_events())
-            .await
-            .context("DATABASE_URL: cannot open the database")?;
+        let settings = &prepared.settings;
+        let store = store::open_as(
+            &settings.database_url,
+            &settings.database_auth,
+            prepared.emits_events(),
+        )
+        .await
+        .context("DATABASE_URL: cannot open the database")?;
         Ok(prepared.with_store(store))
     }
 
@@ -109,6 +114,11 @@ impl Prepared {
     /// The database URL the app is to open.
     pub fn database_url(&self) -> &secrecy::SecretString {
         &self.settings.database_url
+    }
+
+    /// How the app signs in to the database.
+    pub fn database_auth(&self) -> &crate::config::DatabaseAuth {
+        &self.settings.database_auth
     }
 
     /// Whether the store is to write grant events (`OBOVAULT_EVENTS_URL` is set).

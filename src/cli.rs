@@ -99,7 +99,8 @@ impl Cli {
         match command {
             Command::Serve => serve(settings).await,
             Command::Migrate => {
-                crate::store::connect(&settings.database_url).await?;
+                crate::store::open_as(&settings.database_url, &settings.database_auth, false)
+                    .await?;
                 println!("migrations applied");
                 Ok(())
             }
@@ -135,7 +136,9 @@ impl Cli {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let port = settings.port;
-    // Bad settings stop the process here; an unreachable database does not (SPEC §2).
+    // A managed identity that gives no database token stops the process here, like bad
+    // settings; an unreachable database does not (SPEC §2).
+    crate::database_auth::check(&settings.database_auth).await?;
     let prepared = App::prepare(settings)?;
     let application = crate::startup::Application::bind_starting(port).await?;
     tracing::info!(

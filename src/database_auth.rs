@@ -18,6 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
+pub use crate::config::DatabaseAuth;
+
 /// The scope of Azure Database for PostgreSQL tokens (the same in every Azure cloud's
 /// documentation of the flexible server).
 pub const POSTGRES_SCOPE: &str = "https://ossrdbms-aad.database.windows.net/.default";
@@ -28,20 +30,6 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(15);
 const MIN_RENEWAL_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait between retries of a failing renewal.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
-
-/// How the service signs in to Postgres.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum DatabaseAuth {
-    /// The password in `DATABASE_URL` (or none, for local trust authentication).
-    #[default]
-    Password,
-    /// Managed-identity tokens as the password.
-    Entra {
-        /// The user-assigned identity's client id (`AZURE_CLIENT_ID`); `None`: the
-        /// system-assigned identity.
-        client_id: Option<String>,
-    },
-}
 
 /// Why no token could be had.
 #[derive(Debug, thiserror::Error)]
@@ -100,13 +88,11 @@ impl EntraIdentity {
         };
         let credential = ManagedIdentityCredential::new(Some(options))
             .map_err(|error| self.no_token(error.to_string()))?;
-        let answer = tokio::time::timeout(
-            TOKEN_TIMEOUT,
-            credential.get_token(&[POSTGRES_SCOPE], None),
-        )
-        .await
-        .map_err(|_| self.no_token(format!("no answer within {TOKEN_TIMEOUT:?}")))?
-        .map_err(|error| self.no_token(error.to_string()))?;
+        let answer =
+            tokio::time::timeout(TOKEN_TIMEOUT, credential.get_token(&[POSTGRES_SCOPE], None))
+                .await
+                .map_err(|_| self.no_token(format!("no answer within {TOKEN_TIMEOUT:?}")))?
+                .map_err(|error| self.no_token(error.to_string()))?;
         Ok(DatabaseToken {
             password: SecretString::from(answer.token.secret().to_owned()),
             expires_on: answer.expires_on,

@@ -111,6 +111,7 @@ impl Application {
 /// database for as long as it takes, then opens `gate`.
 pub async fn open_when_database_ready(prepared: Prepared, gate: Gate) {
     let url = prepared.database_url().clone();
+    let auth = prepared.database_auth().clone();
     let events = prepared.emits_events();
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))
@@ -118,7 +119,7 @@ pub async fn open_when_database_ready(prepared: Prepared, gate: Gate) {
         .without_max_times()
         .build();
     let store: Arc<dyn TokenStore> = loop {
-        match store::open(&url, events).await {
+        match store::open_as(&url, &auth, events).await {
             Ok(store) => break store,
             Err(error) => {
                 let wait = delays.next().unwrap_or(Duration::from_secs(5));

@@ -9,6 +9,7 @@
 //! shared kinds (durations, https URLs, flags) are parsed. This file holds the top level and
 //! the small groups.
 
+mod database;
 mod downstreams;
 mod entra;
 mod env;
@@ -17,8 +18,9 @@ mod keys;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
+pub use database::DatabaseAuth;
 pub use downstreams::{
     valid_name as valid_downstream_name, DownstreamSettings, Downstreams,
     DEFAULT_NAME as DEFAULT_DOWNSTREAM,
@@ -35,6 +37,8 @@ pub struct Settings {
     pub port: u16,
     /// `DATABASE_URL`: `postgres://…` or `sqlite://…`.
     pub database_url: SecretString,
+    /// `OBOVAULT_DATABASE_AUTH`: the URL's password, or managed-identity tokens.
+    pub database_auth: DatabaseAuth,
     /// Entra ID: who we are and whom we trust.
     pub entra: EntraSettings,
     /// The APIs do-work calls (`OBOVAULT_DOWNSTREAMS`, or the one unnamed downstream).
@@ -82,12 +86,14 @@ impl Settings {
             .parse::<u16>()
             .map_err(|_| problem("FUNCTIONS_CUSTOMHANDLER_PORT", "must be a port number"))?;
         let database_url = database_url(env)?;
+        let database_auth = database::database_auth(env, database_url.expose_secret())?;
         let entra = EntraSettings::from_env(env)?;
         let lease = lease(env, entra.timeout)?;
         let log_format = log_format(env)?;
         Ok(Self {
             port,
             database_url,
+            database_auth,
             downstreams: Downstreams::from_env(env)?,
             keys: KeySettings::from_env(env)?,
             refresh: RefreshSettings::from_env(env)?,

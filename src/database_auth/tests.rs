@@ -36,7 +36,9 @@ fn an_sslmode_in_the_url_is_kept_and_its_absence_noticed() {
     }
     if std::env::var_os("PGSSLMODE").is_none() {
         assert!(!names_ssl_mode("postgres://app@db.example/obo"));
-        assert!(!names_ssl_mode("postgres://app@db.example/obo?sslrootcert=/ca.pem"));
+        assert!(!names_ssl_mode(
+            "postgres://app@db.example/obo?sslrootcert=/ca.pem"
+        ));
     }
 }
 
@@ -69,7 +71,10 @@ fn no_token_messages_name_the_setting_and_the_identity() {
         client_id: Some("6b0e5e8c-2f3d-4a71-9c58-3e1d7a4b9f20".to_owned()),
     };
     let message = identity.no_token("refused".to_owned()).to_string();
-    assert!(message.starts_with("OBOVAULT_DATABASE_AUTH=entra:"), "{message}");
+    assert!(
+        message.starts_with("OBOVAULT_DATABASE_AUTH=entra:"),
+        "{message}"
+    );
     assert!(
         message.contains("AZURE_CLIENT_ID=6b0e5e8c-2f3d-4a71-9c58-3e1d7a4b9f20"),
         "{message}"

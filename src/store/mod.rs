@@ -39,6 +39,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::config::DatabaseAuth;
 use crate::domain::UserKey;
 
 pub(crate) use dialect::{Dialect, Param};
@@ -61,10 +62,19 @@ pub async fn connect(url: &SecretString) -> Result<Arc<dyn TokenStore>, StoreErr
 /// Like [`connect`]; with `events`, every change of a grant's state also writes its grant
 /// event to the outbox in the same transaction (SPEC §6, `crate::events`).
 pub async fn open(url: &SecretString, events: bool) -> Result<Arc<dyn TokenStore>, StoreError> {
+    open_as(url, &DatabaseAuth::Password, events).await
+}
+
+/// Like [`open`], signing in to Postgres as `auth` says (`OBOVAULT_DATABASE_AUTH`).
+pub async fn open_as(
+    url: &SecretString,
+    auth: &DatabaseAuth,
+    events: bool,
+) -> Result<Arc<dyn TokenStore>, StoreError> {
     let raw = url.expose_secret();
     let wake = events.then(|| Arc::new(tokio::sync::Notify::new()));
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        let pool = postgres::open(url).await?;
+        let pool = postgres::open(url, auth).await?;
         Ok(Arc::new(SqlStore::<PostgresDialect>::new(pool, wake)))
     } else if raw.starts_with("sqlite:") {
         let pool = sqlite::open(url).await?;

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use super::dialect::Dialect;
 use super::exec::StoreBackend;
 use super::{sql, GrantSave, StoreError};
+use crate::config::DatabaseAuth;
 use crate::events::outbox;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -36,10 +37,13 @@ pub(crate) struct PostgresDialect;
 
 /// Opens a pool on `url` and brings the schema up to date. Connections are made lazily, but
 /// the migration needs one, so an unreachable server fails here.
-pub(crate) async fn open(url: &SecretString) -> Result<PgPool, StoreError> {
+pub(crate) async fn open(url: &SecretString, auth: &DatabaseAuth) -> Result<PgPool, StoreError> {
     let base = PgConnectOptions::from_str(url.expose_secret())
         .map_err(StoreError::from)?
         .application_name("obo-vault");
+    let (base, renewal) = crate::database_auth::sign_in(base, url, auth)
+        .await
+        .map_err(|error| StoreError::Other(error.into()))?;
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
@@ -58,6 +62,9 @@ pub(crate) async fn open(url: &SecretString) -> Result<PgPool, StoreError> {
     let migrated = MIGRATOR.run(&migrating).await;
     migrating.close().await;
     migrated.map_err(super::error::migrate_error)?;
+    if let Some(renewal) = renewal {
+        renewal.spawn(&pool);
+    }
     Ok(pool)
 }
 
@@ -148,7 +155,7 @@ mod tests {
     #[tokio::test]
     async fn pooled_sessions_carry_the_timeouts_and_keepalives() {
         super::super::harness::with_postgres(|url| async move {
-            let pool = open(&url).await.expect("open");
+            let pool = open(&url, &DatabaseAuth::Password).await.expect("open");
             for (name, value) in [
                 ("statement_timeout", "30s"),
                 ("idle_in_transaction_session_timeout", "1min"),

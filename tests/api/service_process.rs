@@ -4,7 +4,7 @@
 //! environment (the managed-identity endpoint).
 
 use std::ffi::OsStr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::TestApp;
@@ -107,6 +107,18 @@ impl ServiceProcess {
         if let Some(status) = self.child.try_wait().unwrap() {
             panic!("obo-vault exited with {status}:\n{}", self.output());
         }
+    }
+
+    /// Waits up to `within` for the process to exit by itself; its status, or `None`.
+    pub(crate) async fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// SIGKILL: no graceful shutdown, no drain. Returns when the process is gone.
