@@ -37,6 +37,8 @@ pub struct App {
     pub refresh: RefreshSettings,
     /// Sends grant events, when `OBOVAULT_EVENTS_URL` is set.
     pub events: Option<Arc<crate::events::Delivery>>,
+    /// Traces and metrics, when an exporter is configured.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl App {
@@ -77,8 +79,14 @@ impl App {
             .map(|events| crate::events::Sender::new(events, ca))
             .transpose()?;
         let entra = &settings.entra;
+        let telemetry = settings
+            .telemetry
+            .as_ref()
+            .map(|telemetry| crate::telemetry::Telemetry::start(telemetry, ca))
+            .transpose()?;
         Ok(Prepared {
             events,
+            telemetry,
             validator: TokenValidator::new(
                 entra_http.clone(),
                 entra.authority_host.clone(),
@@ -107,6 +115,7 @@ pub struct Prepared {
     keys: CachedKeys,
     downstreams: DownstreamApis,
     events: Option<crate::events::Sender>,
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     settings: Settings,
 }
 
@@ -161,6 +170,7 @@ impl Prepared {
             key_settings: settings.keys,
             refresh: settings.refresh,
             events,
+            telemetry: self.telemetry,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! dot segments), then the joined URL is checked to still be on the configured origin and
 //! under the base path: nothing a caller sends can point the token somewhere else.
 
+use crate::outbound::SendTraced as _;
 use std::collections::BTreeMap;
 
 mod checks;
@@ -189,7 +190,10 @@ impl Work for Downstream {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let response = builder.send().await.map_err(classify)?;
+        let response = builder
+            .send_traced(crate::outbound::Dependency::Downstream)
+            .await
+            .map_err(classify)?;
         envelope(response).await
     }
 }

@@ -1,6 +1,7 @@
 //! Local stand-ins for the services obo-vault talks to: Microsoft Entra ID (token endpoint
 //! with client authentication by secret, certificate or federated credential, OIDC discovery,
-//! JWKS), Azure Key Vault secrets (REST), a downstream API and the receiver of grant events,
+//! JWKS), Azure Key Vault secrets (REST), a downstream API, the receiver of grant events and
+//! a telemetry receiver (OTLP/HTTP and Application Insights' track endpoint),
 //! all over HTTPS with a generated test CA, and the managed-identity endpoint of App Service
 //! and Functions (plain HTTP).
 //!
@@ -25,6 +26,7 @@ mod pacer;
 mod server;
 mod signing;
 mod stack;
+mod telemetry_receiver;
 mod tls;
 
 pub use client_certificate::ClientCertificate;
@@ -46,4 +48,5 @@ pub use stack::{
     DEFAULT_DOWNSTREAM_RESOURCE, DEFAULT_MANAGED_IDENTITY_CLIENT_ID,
     DEFAULT_MANAGED_IDENTITY_OBJECT_ID, DEFAULT_TENANT_ID, TOKEN_EXCHANGE_AUDIENCE,
 };
+pub use telemetry_receiver::{ReceivedPoint, ReceivedSpan, ReceiverMode, TelemetryReceiver};
 pub use tls::TestCa;

@@ -16,6 +16,7 @@ use crate::{
     managed_identity::{self, ManagedIdentityEmulator, UserAssignedIdentity},
     server::{bind, RunningServer},
     signing::KeyStore,
+    telemetry_receiver::{self, TelemetryReceiver},
     tls::TestCa,
 };
 
@@ -147,6 +148,8 @@ pub struct Stack {
     pub managed_identity: ManagedIdentityEmulator,
     /// The receiver of grant events (`OBOVAULT_EVENTS_URL`, see [`Stack::events_env`]).
     pub events: EventReceiver,
+    /// The telemetry receiver (see [`Stack::telemetry_env`]).
+    pub telemetry: TelemetryReceiver,
     options: StackOptions,
     ca_pem_path: PathBuf,
     /// The key and certificate file, with [`ServiceCredential::Certificate`].
@@ -197,6 +200,7 @@ impl Stack {
         let downstream_listener = bind(options.downstream_port)?;
         let managed_identity_listener = bind(options.managed_identity_port)?;
         let events_listener = bind(options.events_port)?;
+        let telemetry_listener = bind(0)?;
         let origin = |listener: &std::net::TcpListener| -> anyhow::Result<String> {
             Ok(format!(
                 "https://127.0.0.1:{}",
@@ -270,7 +274,13 @@ impl Stack {
         let events =
             EventReceiver::new(&origin(&events_listener)?, options.events_secret.as_deref())?;
 
+        let telemetry = TelemetryReceiver::new(&origin(&telemetry_listener)?);
         let mut servers = vec![
+            RunningServer::spawn(
+                telemetry_listener,
+                tls.clone(),
+                telemetry_receiver::router(&telemetry),
+            )?,
             RunningServer::spawn(
                 events_listener,
                 tls.clone(),
@@ -296,6 +306,7 @@ impl Stack {
             extra_downstreams,
             managed_identity,
             events,
+            telemetry,
             options,
             ca_pem_path,
             certificate_path,
@@ -404,6 +415,19 @@ impl Stack {
             env.push((format!("{prefix}_ALLOWED_PATHS"), allowed_paths.to_owned()));
         }
         env
+    }
+
+    /// The settings that send the service's traces and metrics to [`Stack::telemetry`] over
+    /// OTLP, exported every 200 ms (not part of [`Stack::service_env`]).
+    pub fn telemetry_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                self.telemetry.otlp_endpoint(),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "200".to_owned()),
+        ]
     }
 
     /// The settings that send the service's grant events to [`Stack::events`] (not part of

@@ -56,6 +56,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `OBOVAULT_EVENTS_URL` and `OBOVAULT_EVENTS_SECRET`; `None`: no grant events.
     pub events: Option<crate::events::EventSettings>,
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`, `OTEL_EXPORTER_OTLP_ENDPOINT`; `None`: no
+    /// traces or metrics are exported (nor built).
+    pub telemetry: Option<crate::telemetry::TelemetrySettings>,
 }
 
 /// The timer's settings.
@@ -99,6 +102,7 @@ impl Settings {
             refresh: RefreshSettings::from_env(env)?,
             extra_ca_certs: env.optional("OBOVAULT_EXTRA_CA_CERTS").map(PathBuf::from),
             events: crate::events::EventSettings::from_env(env)?,
+            telemetry: crate::telemetry::TelemetrySettings::from_env(env)?,
             entra,
             lease,
             log_format,

@@ -98,6 +98,9 @@ pub(crate) async fn timer(
     };
     match refresh_all::run(&app.deps, options, &|_| {}).await {
         Ok(summary) => {
+            if let Some(telemetry) = &app.telemetry {
+                telemetry.timer_run(&summary, app.store.as_ref()).await;
+            }
             let mut logs = vec![summary.line()];
             // Pending grant events go out before the timer answers (SPEC §6).
             logs.extend(crate::events::delivery::timer_flush(app).await);

@@ -36,7 +36,8 @@ const ENVELOPE_LIMIT: usize = BODY_LIMIT * 2 + 64 * 1024;
 /// The whole app.
 pub fn router(app: Arc<App>) -> Router {
     let api = api_router(app.clone());
-    Router::new()
+    let telemetry = app.telemetry.clone();
+    let router = Router::new()
         .route("/", get(|| async { "obo-vault ready" }))
         // Invocations are POSTs; any other method gets our 405 problem, not axum's bare one.
         .route(
@@ -61,7 +62,9 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             // The panic message is not logged: it could quote a value we were handling.
             ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-        }))
+        }));
+    // Server spans only when an exporter is configured: otherwise no layer at all.
+    crate::telemetry::server::traced(router, telemetry)
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,

@@ -12,6 +12,7 @@ mod response;
 #[cfg(test)]
 mod tests;
 
+use crate::outbound::SendTraced as _;
 use std::time::Duration;
 
 use url::Url;
@@ -192,7 +193,7 @@ impl EntraClient {
             // Tells Entra we honour Retry-After and understand 429, as MSAL does.
             .header("x-ms-lib-capability", "retry-after, h429")
             .form(form)
-            .send()
+            .send_traced(crate::outbound::Dependency::EntraToken)
             .await
             .map_err(transport_error)?;
         let status = response.status();

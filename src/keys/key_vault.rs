@@ -59,7 +59,10 @@ impl KeyVaultKeys {
         };
         let options = SecretClientOptions {
             client_options: ClientOptions {
-                transport: Some(Transport::new(Arc::new(http))),
+                transport: Some(Transport::new(crate::outbound::TracedTransport::new(
+                    http,
+                    crate::outbound::Dependency::KeyVault,
+                ))),
                 retry: RetryOptions::none(),
                 ..Default::default()
             },

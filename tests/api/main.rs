@@ -19,6 +19,7 @@ mod key_versions;
 mod leaks;
 mod leases;
 mod setup;
+mod telemetry;
 mod tenancy;
 mod timer;
 mod timer_isolation;

@@ -1,6 +1,7 @@
 //! Entra's OpenID metadata documents as fetched: the discovery document and the JWKS, read
 //! with a size bound from the authority host only.
 
+use crate::outbound::SendTraced as _;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
@@ -31,7 +32,7 @@ pub(super) async fn get_json<T: DeserializeOwned>(
         .http
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
-        .send()
+        .send_traced(crate::outbound::Dependency::EntraMetadata)
         .await
         .map_err(|error| FetchError(format!("GET {url}: {error}")))?;
     let status = response.status();

@@ -1,0 +1,127 @@
+//! Client spans and latency for outbound calls. [`crate::outbound`] calls [`start`] before a
+//! request and [`ClientCall::finish`] after its answer; both are no-ops outside a traced
+//! invocation (no telemetry configured, or work detached from its request).
+//!
+//! Recorded: `http.request.method`, `url.full` without query or fragment, `server.address`,
+//! `server.port`, `http.response.status_code` or `error.type`, and `obovault.dependency`.
+//! Never a header or a body: tokens travel only there.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+
+use super::server::Scope;
+
+/// Which service an outbound call goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dependency {
+    /// Entra's token endpoint (OBO and refresh grants).
+    EntraToken,
+    /// Entra's OpenID metadata and signing keys.
+    EntraMetadata,
+    /// Key Vault secrets.
+    KeyVault,
+    /// A downstream API called on a user's behalf.
+    Downstream,
+}
+
+impl Dependency {
+    /// The `obovault.dependency` value and the span name's suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EntraToken => "entra.token",
+            Self::EntraMetadata => "entra.metadata",
+            Self::KeyVault => "key_vault",
+            Self::Downstream => "downstream",
+        }
+    }
+}
+
+/// An outbound call in flight.
+pub struct ClientCall {
+    cx: Context,
+    scope: std::sync::Arc<Scope>,
+    started: Instant,
+    attributes: Vec<KeyValue>,
+}
+
+/// Starts a client span for `method url` as a child of the current invocation's span, or
+/// returns `None` when there is none.
+pub fn start(dependency: Dependency, method: &str, url: &url::Url) -> Option<ClientCall> {
+    let (parent, scope) = Context::map_current(|cx| {
+        cx.get::<std::sync::Arc<Scope>>()
+            .map(|scope| (cx.clone(), scope.clone()))
+    })?;
+    if dependency == Dependency::EntraToken {
+        scope.token_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    let attributes = vec![
+        KeyValue::new("obovault.dependency", dependency.name()),
+        KeyValue::new("http.request.method", method.to_owned()),
+        KeyValue::new(
+            "server.address",
+            url.host_str().unwrap_or_default().to_owned(),
+        ),
+    ];
+    let mut span_attributes = attributes.clone();
+    span_attributes.push(KeyValue::new("url.full", without_query(url)));
+    if let Some(port) = url.port_or_known_default() {
+        span_attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    let tracer = &scope.telemetry.tracer;
+    let span = tracer
+        .span_builder(format!("{method} {}", dependency.name()))
+        .with_kind(SpanKind::Client)
+        .with_attributes(span_attributes)
+        .start_with_context(tracer, &parent);
+    Some(ClientCall {
+        cx: parent.with_span(span),
+        scope,
+        started: Instant::now(),
+        attributes,
+    })
+}
+
+impl ClientCall {
+    /// Ends the span with the answer's status, or with `error` (a fixed, secret-free kind
+    /// such as `timeout` or `connect`) when there was no answer.
+    pub fn finish(mut self, outcome: Result<u16, &'static str>) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let span = self.cx.span();
+        match outcome {
+            Ok(status) => {
+                let code = KeyValue::new("http.response.status_code", i64::from(status));
+                span.set_attribute(code.clone());
+                self.attributes.push(code);
+                if status >= 400 {
+                    span.set_attribute(KeyValue::new("error.type", status.to_string()));
+                    span.set_status(Status::error(""));
+                }
+            }
+            Err(kind) => {
+                let error = KeyValue::new("error.type", kind);
+                span.set_attribute(error.clone());
+                span.set_status(Status::error(""));
+                self.attributes.push(error);
+            }
+        }
+        span.end();
+        let instruments = &self.scope.telemetry.instruments;
+        instruments
+            .client_duration
+            .record(elapsed, &self.attributes);
+    }
+}
+
+/// `scheme://host[:port]/path`: no user info, query or fragment (signatures, codes).
+fn without_query(url: &url::Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    // Only fails for URLs that cannot have credentials, which then have none.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}

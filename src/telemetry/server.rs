@@ -1,0 +1,127 @@
+//! Server spans: one per invocation of setup, do-work and refresh-tokens, continuing the W3C
+//! trace context of the request. The Functions host calls the handler with .NET's HttpClient,
+//! which sends the invocation's `traceparent`/`tracestate` headers on forwarded requests and on
+//! JSON invocations alike (the JSON payload's `Metadata` carries only `sys` and
+//! `RetryContext`, see /docs/DESIGN.md). Application Insights shows these spans as requests
+//! and the client spans under them as their dependencies.
+//!
+//! The span and a [`Scope`] ride in the OpenTelemetry context attached to the handler's
+//! future, so outbound calls anywhere below (in the same task) find their parent.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+use super::Telemetry;
+
+/// What outbound calls of one invocation need: the telemetry, and the tally of token requests
+/// (a do-work that needed none was served from cached access tokens).
+pub(crate) struct Scope {
+    pub(crate) telemetry: Arc<Telemetry>,
+    pub(crate) token_requests: AtomicU32,
+}
+
+/// The function an invocation path belongs to: forwarded (`/api/…`) or JSON (`/…`).
+fn function_of(path: &str) -> Option<&'static str> {
+    match path.strip_prefix("/api").unwrap_or(path) {
+        "/setup" => Some("setup"),
+        "/do-work" => Some("do-work"),
+        "/refresh-tokens" if path == "/refresh-tokens" => Some("refresh-tokens"),
+        _ => None,
+    }
+}
+
+/// `router` with server spans when there is `telemetry`, unchanged otherwise.
+pub fn traced(router: axum::Router, telemetry: Option<Arc<Telemetry>>) -> axum::Router {
+    match telemetry {
+        Some(telemetry) => router.layer(axum::middleware::from_fn_with_state(telemetry, layer)),
+        None => router,
+    }
+}
+
+async fn layer(State(telemetry): State<Arc<Telemetry>>, request: Request, next: Next) -> Response {
+    let Some(function) = function_of(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let parent = TraceContextPropagator::new()
+        .extract(&opentelemetry_http::HeaderExtractor(request.headers()));
+    let method = request.method().as_str().to_owned();
+    let trigger = if function == "refresh-tokens" {
+        "timer"
+    } else {
+        "http"
+    };
+    let mut attributes = vec![
+        KeyValue::new("faas.name", function),
+        KeyValue::new("faas.trigger", trigger),
+        KeyValue::new("http.request.method", method.clone()),
+        // The routes have no parameters: the path is the route (Application Insights names
+        // the request `{method} {route}`).
+        KeyValue::new("http.route", request.uri().path().to_owned()),
+        KeyValue::new("url.path", request.uri().path().to_owned()),
+    ];
+    if let Some(id) = invocation_id(&request) {
+        attributes.push(KeyValue::new("faas.invocation_id", id));
+    }
+    let tracer = &telemetry.tracer;
+    let span = tracer
+        .span_builder(function)
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &parent);
+    let scope = Arc::new(Scope {
+        telemetry: telemetry.clone(),
+        token_requests: AtomicU32::new(0),
+    });
+    let cx = parent.with_span(span).with_value(scope.clone());
+    let started = Instant::now();
+    let response = next.run(request).with_context(cx.clone()).await;
+    let status = response.status().as_u16();
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if status >= 500 {
+        span.set_status(Status::error(""));
+    }
+    span.end();
+    let instruments = &telemetry.instruments;
+    let labels = [
+        KeyValue::new("faas.name", function),
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+    ];
+    instruments
+        .server_duration
+        .record(started.elapsed().as_secs_f64(), &labels);
+    if function == "do-work" && response.status().is_success() {
+        let result = match scope.token_requests.load(Ordering::Relaxed) {
+            0 => "hit",
+            _ => "miss",
+        };
+        instruments
+            .cache_lookups
+            .add(1, &[KeyValue::new("obovault.cache.result", result)]);
+    }
+    response
+}
+
+/// `X-Azure-Functions-InvocationId`, when it looks like one (a GUID).
+fn invocation_id(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get("x-azure-functions-invocationid")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+        .map(str::to_owned)
+}
