@@ -6,36 +6,8 @@
 use emulators::GrantKind;
 use serde_json::{json, Value};
 
-use crate::downstreams::{call, spawn_two};
+use crate::downstreams::call;
 use crate::helpers::TestApp;
-
-/// Runs scenarios with two named downstreams and `cp1` on both backends.
-macro_rules! with_cae {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let backend = crate::helpers::Backend::Sqlite;
-                    if let Some(app) = super::spawn_two(backend, super::CAE).await {
-                        super::$name(app).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let backend = crate::helpers::Backend::Postgres;
-                    if let Some(app) = super::spawn_two(backend, super::CAE).await {
-                        super::$name(app).await;
-                    }
-                }
-            )*
-        }
-    };
-}
 
 const CAE: &[(&str, &str)] = &[
     ("OBOVAULT_CLIENT_CAPABILITIES", "cp1"),
@@ -177,7 +149,9 @@ async fn every_obo_and_refresh_grant_declares_the_client_capability(app: TestApp
         .starts_with(emulators::DEFAULT_DOWNSTREAM_RESOURCE));
 }
 
-with_cae!(
+// Scenarios with two named downstreams and `cp1`, on both backends.
+crate::on_both_backends!(
+    spawn = |backend| crate::downstreams::spawn_two(backend, crate::claims::CAE);
     a_claims_challenge_is_answered_with_one_redemption_and_one_retry,
     a_challenge_entra_refuses_is_409_with_the_claims_and_no_second_retry,
     every_obo_and_refresh_grant_declares_the_client_capability,

@@ -47,32 +47,6 @@ pub(crate) async fn spawn_two(backend: Backend, extra: &[(&str, &str)]) -> Optio
     .await
 }
 
-/// Runs scenarios with two named downstreams on both backends.
-macro_rules! with_two_downstreams {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(app) = super::spawn_two(crate::helpers::Backend::Sqlite, &[]).await {
-                        super::$name(app).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(app) = super::spawn_two(crate::helpers::Backend::Postgres, &[]).await {
-                        super::$name(app).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
 /// A workload token with `roles`.
 fn workload(app: &TestApp, roles: &[&str]) -> String {
     app.stack.entra.mint_app_token(&AppTokenSpec::new(
@@ -446,7 +420,9 @@ async fn the_audit_and_recent_access_name_the_downstream(app: TestApp) {
     panic!("no access recorded");
 }
 
-with_two_downstreams!(
+// Scenarios with two named downstreams, on both backends.
+crate::on_both_backends!(
+    spawn = |backend| crate::downstreams::spawn_two(backend, &[]);
     each_call_reaches_only_the_downstream_it_names,
     an_unknown_name_or_another_downstreams_path_redeems_nothing,
     alternating_warm_calls_redeem_once_per_downstream,

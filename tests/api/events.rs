@@ -47,34 +47,8 @@ pub(crate) async fn spawn_with_events(backend: Backend) -> Option<TestApp> {
     })
 }
 
-/// Runs a scenario on both backends with events on.
-macro_rules! with_events_on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(app) = $crate::events::spawn_with_events($crate::helpers::Backend::Sqlite).await {
-                        super::$name(app).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(app) = $crate::events::spawn_with_events($crate::helpers::Backend::Postgres).await {
-                        super::$name(app).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-pub(crate) use with_events_on_both_backends;
-
-with_events_on_both_backends!(
+crate::on_both_backends!(
+    spawn = crate::events::spawn_with_events;
     setup_reconnect_and_delete_each_send_one_event,
     a_grant_found_dead_by_do_work_sends_reauth_required,
     a_grant_found_dead_by_the_timer_sends_reauth_required,

@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::events::{
-    accepted, assert_all_signed, until_outbox_empty, with_events_on_both_backends,
-};
+use crate::events::{accepted, assert_all_signed, until_outbox_empty};
 use crate::helpers::{build_app, Backend, TestApp, LOGS};
 use obo_vault::events::outbox::EventClaim;
 
-with_events_on_both_backends!(
+crate::on_both_backends!(
+    spawn = crate::events::spawn_with_events;
     a_receiver_failing_three_times_gets_the_event_with_one_id,
     a_receiver_down_during_a_timer_run_gets_the_event_from_that_run,
     two_instances_never_send_one_event_at_the_same_time,

@@ -137,6 +137,18 @@ pub(crate) async fn spawn_app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, &[]).await
 }
 
+/// Like [`spawn_app_with`], with settings built at run time.
+pub(crate) async fn spawn_app_with_owned(
+    backend: Backend,
+    overrides: Vec<(String, String)>,
+) -> Option<TestApp> {
+    let pairs: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    spawn_app_with(backend, &pairs).await
+}
+
 /// Like [`spawn_app`], with extra or overriding settings.
 pub(crate) async fn spawn_app_with(
     backend: Backend,
@@ -367,31 +379,40 @@ impl TestApp {
     }
 }
 
-/// Runs a scenario on both backends, as two tests.
+/// Runs each scenario `$name(app: TestApp)` on both backends, as two tests (`sqlite::$name`
+/// and `postgres::$name`). The app comes from `spawn_app`, or with `spawn = f;` from
+/// `f(backend).await` (an `Option<TestApp>`); `f` is written as in the calling module.
 #[macro_export]
 macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
+    (spawn = $spawn:expr; $($name:ident),* $(,)?) => {
         mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await {
-                        super::$name(app).await;
-                    }
-                }
-            )*
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::backend_tests!(Sqlite, $spawn; $($name),*);
         }
         mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await {
-                        super::$name(app).await;
-                    }
-                }
-            )*
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::backend_tests!(Postgres, $spawn; $($name),*);
         }
     };
+    ($($name:ident),* $(,)?) => {
+        $crate::on_both_backends!(spawn = $crate::helpers::spawn_app; $($name),*);
+    };
+}
+
+/// The tests of [`on_both_backends!`] on one backend.
+#[macro_export]
+macro_rules! backend_tests {
+    ($backend:ident, $spawn:expr; $($name:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let spawn = $spawn;
+            if let Some(app) = spawn($crate::helpers::Backend::$backend).await {
+                super::$name(app).await;
+            }
+        }
+    )*};
 }
 
 impl TestApp {

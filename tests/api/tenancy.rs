@@ -10,40 +10,6 @@ use crate::helpers::{new_user, TestApp, LOGS};
 const SECOND_TENANT: &str = "5ec0d7e2-2b34-4da1-9baa-8bc8c9d6a491";
 const SECOND_WORKLOAD: &str = "5ec0d000-0000-4000-8000-00000000a11e";
 
-/// Runs scenarios on both backends with extra settings, as two tests each.
-macro_rules! on_both_backends_with {
-    ($settings:expr; $($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let settings: Vec<(String, String)> = $settings;
-                    let pairs: Vec<(&str, &str)> =
-                        settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                    let backend = $crate::helpers::Backend::Sqlite;
-                    if let Some(app) = $crate::helpers::spawn_app_with(backend, &pairs).await {
-                        super::super::$name(app).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let settings: Vec<(String, String)> = $settings;
-                    let pairs: Vec<(&str, &str)> =
-                        settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                    let backend = $crate::helpers::Backend::Postgres;
-                    if let Some(app) = $crate::helpers::spawn_app_with(backend, &pairs).await {
-                        super::super::$name(app).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
 fn two_tenants() -> Vec<(String, String)> {
     vec![(
         "OBOVAULT_ALLOWED_TENANTS".into(),
@@ -215,14 +181,24 @@ async fn a_listed_tenants_workload_acts_for_its_own_users_only(app: TestApp) {
 }
 
 mod default_workload_tenants {
-    on_both_backends_with!(crate::tenancy::two_tenants();
+    use super::*;
+
+    crate::on_both_backends!(
+        spawn = |backend| {
+            crate::helpers::spawn_app_with_owned(backend, crate::tenancy::two_tenants())
+        };
         a_second_tenants_workload_is_refused_by_default,
         a_home_workload_acts_for_a_second_tenants_user,
     );
 }
 
 mod both_tenants_listed {
-    on_both_backends_with!(crate::tenancy::two_tenants_with_both_workloads();
+    use super::*;
+
+    crate::on_both_backends!(
+        spawn = |backend| {
+            crate::helpers::spawn_app_with_owned(backend, crate::tenancy::two_tenants_with_both_workloads())
+        };
         a_listed_tenants_workload_acts_for_its_own_users_only,
     );
 }
@@ -366,13 +342,23 @@ async fn a_metadata_outage_keeps_serving_with_the_last_good_keys(app: TestApp) {
 }
 
 mod any_tenant_with_quick_refresh {
-    on_both_backends_with!(crate::tenancy::any_tenant_refreshing_keys_every("8s");
+    use super::*;
+
+    crate::on_both_backends!(
+        spawn = |backend| {
+            crate::helpers::spawn_app_with_owned(backend, crate::tenancy::any_tenant_refreshing_keys_every("8s"))
+        };
         forged_tokens_naming_random_tenants_are_refused_without_fetching_for_them,
     );
 }
 
 mod any_tenant_during_an_outage {
-    on_both_backends_with!(crate::tenancy::any_tenant_refreshing_keys_every("2s");
+    use super::*;
+
+    crate::on_both_backends!(
+        spawn = |backend| {
+            crate::helpers::spawn_app_with_owned(backend, crate::tenancy::any_tenant_refreshing_keys_every("2s"))
+        };
         a_metadata_outage_keeps_serving_with_the_last_good_keys,
     );
 }
