@@ -52,25 +52,31 @@ async fn a_failure_backs_the_row_off_without_touching_the_token() {
             "the failing owner released its lease"
         );
 
-        tick().await;
-        let retry = s.claim_due(&claim("v1", "run2", 10)).await.unwrap();
-        assert_eq!(
-            user_numbers(&retry.rows),
-            ["2"],
-            "{}: 1 backs off, 2 is due again once next_attempt_at is reached",
-            b.name
-        );
-        assert!(
-            s.claim_due(&claim("v2", "run3", 10))
-                .await
-                .unwrap()
-                .rows
-                .is_empty(),
-            "{}: backing off also for a re-seal",
-            b.name
-        );
+        row_1_backs_off_and_row_2_is_due_again(&b).await;
     })
     .await;
+}
+
+/// After the failures: row 1 (an hour away) is not claimed again, row 2 (no wait) is.
+async fn row_1_backs_off_and_row_2_is_due_again(b: &Backend) {
+    let s = b.store.as_ref();
+    tick().await;
+    let retry = s.claim_due(&claim("v1", "run2", 10)).await.unwrap();
+    assert_eq!(
+        user_numbers(&retry.rows),
+        ["2"],
+        "{}: 1 backs off, 2 is due again once next_attempt_at is reached",
+        b.name
+    );
+    assert!(
+        s.claim_due(&claim("v2", "run3", 10))
+            .await
+            .unwrap()
+            .rows
+            .is_empty(),
+        "{}: backing off also for a re-seal",
+        b.name
+    );
 }
 
 #[tokio::test]
@@ -78,35 +84,7 @@ async fn claim_due_takes_rows_old_or_on_another_key_version_oldest_first() {
     on_both(|b: Backend| async move {
         let s = b.store.as_ref();
         let now = Utc::now();
-        seed(s, 1, "v5", now - hours(1)).await; // fresh, latest: not due
-        seed(s, 2, "v5", now - hours(30)).await; // old
-        seed(s, 3, "v3", now - hours(2)).await; // older version
-        seed(s, 4, "v9", now - hours(3)).await; // a version sorting after the latest
-        seed(s, 5, "v5", now - hours(50)).await; // oldest
-        seed(s, 6, "v3", now - hours(40)).await; // old and on an old version
-        s.connect(
-            &user(7),
-            &SealedGrant {
-                key_name: "other-key".into(),
-                ..grant("rt", "v1")
-            },
-            "s",
-            t0(),
-        )
-        .await
-        .unwrap();
-        seed(s, 8, "v3", t0()).await;
-        assert!(s
-            .mark_reauth_required(&user(8), get(s, 8).await.revision, "invalid_grant", "x")
-            .await
-            .unwrap());
-        seed(s, 9, "v3", t0()).await;
-        assert!(matches!(
-            s.acquire_lease(&user(9), &lease("do-work", HOUR))
-                .await
-                .unwrap(),
-            LeaseAttempt::Acquired(_)
-        ));
+        seed_rows_of_every_kind(&b, now).await;
 
         let before = Utc::now();
         let first = s.claim_due(&claim("v5", "run", 3)).await.unwrap().rows;
@@ -154,6 +132,41 @@ async fn claim_due_takes_rows_old_or_on_another_key_version_oldest_first() {
         assert_eq!(s.key_names().await.unwrap(), [KEY, "other-key"]);
     })
     .await;
+}
+
+/// Rows 1 to 6 fresh, old or on other versions of `KEY`; 7 on another key; 8 in
+/// `reauth_required`; 9 leased.
+async fn seed_rows_of_every_kind(b: &Backend, now: chrono::DateTime<Utc>) {
+    let s = b.store.as_ref();
+    seed(s, 1, "v5", now - hours(1)).await; // fresh, latest: not due
+    seed(s, 2, "v5", now - hours(30)).await; // old
+    seed(s, 3, "v3", now - hours(2)).await; // older version
+    seed(s, 4, "v9", now - hours(3)).await; // a version sorting after the latest
+    seed(s, 5, "v5", now - hours(50)).await; // oldest
+    seed(s, 6, "v3", now - hours(40)).await; // old and on an old version
+    s.connect(
+        &user(7),
+        &SealedGrant {
+            key_name: "other-key".into(),
+            ..grant("rt", "v1")
+        },
+        "s",
+        t0(),
+    )
+    .await
+    .unwrap();
+    seed(s, 8, "v3", t0()).await;
+    assert!(s
+        .mark_reauth_required(&user(8), get(s, 8).await.revision, "invalid_grant", "x")
+        .await
+        .unwrap());
+    seed(s, 9, "v3", t0()).await;
+    assert!(matches!(
+        s.acquire_lease(&user(9), &lease("do-work", HOUR))
+            .await
+            .unwrap(),
+        LeaseAttempt::Acquired(_)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

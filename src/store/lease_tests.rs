@@ -47,46 +47,56 @@ async fn a_lease_has_one_owner_until_released_or_expired() {
             "the owner may renew"
         );
 
-        s.release_lease(&user(1), "b").await.unwrap();
-        assert_eq!(
-            get(s, 1).await.lease_owner.as_deref(),
-            Some("a"),
-            "only the owner releases"
-        );
-        // A CAS write by someone else keeps the owner's lease.
-        let r = get(s, 1).await.revision;
-        assert!(s
-            .save_resealed(&user(1), r, &grant("x", "v2"), "b")
-            .await
-            .unwrap());
-        assert_eq!(get(s, 1).await.lease_owner.as_deref(), Some("a"));
-        assert!(s
-            .save_resealed(&user(1), r + 1, &grant("y", "v2"), "a")
-            .await
-            .unwrap());
-        assert_eq!(
-            get(s, 1).await.lease_owner,
-            None,
-            "the owner's write releases it"
-        );
+        only_the_owner_releases_the_lease(&b).await;
 
-        // A lease of zero runs out the moment it is stamped.
-        let LeaseAttempt::Acquired(_) = s
-            .acquire_lease(&user(1), &lease("b", Span::ZERO))
-            .await
-            .unwrap()
-        else {
-            panic!("{}: a released lease is free", b.name);
-        };
-        tick().await;
-        let LeaseAttempt::Acquired(row) =
-            s.acquire_lease(&user(1), &lease("a", HOUR)).await.unwrap()
-        else {
-            panic!("{}: an expired lease is taken over", b.name);
-        };
-        assert_eq!(row.lease_owner.as_deref(), Some("a"));
+        a_zero_lease_runs_out_at_once(&b).await;
     })
     .await;
+}
+
+/// Row 1 leased by `a`: `b` cannot release it, and only `a`'s own write does.
+async fn only_the_owner_releases_the_lease(b: &Backend) {
+    let s = b.store.as_ref();
+    s.release_lease(&user(1), "b").await.unwrap();
+    assert_eq!(
+        get(s, 1).await.lease_owner.as_deref(),
+        Some("a"),
+        "only the owner releases"
+    );
+    // A CAS write by someone else keeps the owner's lease.
+    let r = get(s, 1).await.revision;
+    assert!(s
+        .save_resealed(&user(1), r, &grant("x", "v2"), "b")
+        .await
+        .unwrap());
+    assert_eq!(get(s, 1).await.lease_owner.as_deref(), Some("a"));
+    assert!(s
+        .save_resealed(&user(1), r + 1, &grant("y", "v2"), "a")
+        .await
+        .unwrap());
+    assert_eq!(
+        get(s, 1).await.lease_owner,
+        None,
+        "the owner's write releases it"
+    );
+}
+
+/// A lease of zero runs out the moment it is stamped.
+async fn a_zero_lease_runs_out_at_once(b: &Backend) {
+    let s = b.store.as_ref();
+    let LeaseAttempt::Acquired(_) = s
+        .acquire_lease(&user(1), &lease("b", Span::ZERO))
+        .await
+        .unwrap()
+    else {
+        panic!("{}: a released lease is free", b.name);
+    };
+    tick().await;
+    let LeaseAttempt::Acquired(row) = s.acquire_lease(&user(1), &lease("a", HOUR)).await.unwrap()
+    else {
+        panic!("{}: an expired lease is taken over", b.name);
+    };
+    assert_eq!(row.lease_owner.as_deref(), Some("a"));
 }
 
 #[tokio::test]
@@ -131,27 +141,31 @@ async fn a_lease_is_extended_only_at_the_revision_its_owner_read() {
             "{}: not at another revision",
             b.name
         );
-        // Taken over after it ran out and saved by the new owner: the old owner's token is
-        // stale, so its lease is not renewed.
-        s.acquire_lease(&user(1), &lease("a", Span::ZERO))
-            .await
-            .unwrap();
-        tick().await;
-        let LeaseAttempt::Acquired(taken) =
-            s.acquire_lease(&user(1), &lease("c", HOUR)).await.unwrap()
-        else {
-            panic!("{}: take over", b.name);
-        };
-        assert!(s
-            .save_resealed(&user(1), taken.revision, &grant("x", "v2"), "c")
-            .await
-            .unwrap());
-        assert!(!s
-            .extend_lease(&user(1), r, &lease("a", HOUR))
-            .await
-            .unwrap());
+        a_lease_taken_over_and_saved_is_not_renewed(&b, r).await;
     })
     .await;
+}
+
+/// Taken over after it ran out and saved by the new owner: the old owner's token is stale,
+/// so its lease is not renewed.
+async fn a_lease_taken_over_and_saved_is_not_renewed(b: &Backend, r: i64) {
+    let s = b.store.as_ref();
+    s.acquire_lease(&user(1), &lease("a", Span::ZERO))
+        .await
+        .unwrap();
+    tick().await;
+    let LeaseAttempt::Acquired(taken) = s.acquire_lease(&user(1), &lease("c", HOUR)).await.unwrap()
+    else {
+        panic!("{}: take over", b.name);
+    };
+    assert!(s
+        .save_resealed(&user(1), taken.revision, &grant("x", "v2"), "c")
+        .await
+        .unwrap());
+    assert!(!s
+        .extend_lease(&user(1), r, &lease("a", HOUR))
+        .await
+        .unwrap());
 }
 
 #[tokio::test]
