@@ -139,7 +139,18 @@ pub async fn sign_in(
     };
     let token = identity.token().await?;
     let options = options.password(token.password.expose_secret());
-    let options = if names_ssl_mode(url.expose_secret()) {
+    let options = with_tls(options, url.expose_secret());
+    let renewal = Renewal {
+        identity,
+        expires_on: token.expires_on,
+    };
+    Ok((options, Some(renewal)))
+}
+
+/// `verify-full` unless the URL (or `PGSSLMODE`) chose a mode; a chosen mode that allows
+/// plain text is kept, with a warning.
+fn with_tls(options: PgConnectOptions, url: &str) -> PgConnectOptions {
+    let options = if names_ssl_mode(url) {
         options
     } else {
         options.ssl_mode(PgSslMode::VerifyFull)
@@ -153,11 +164,7 @@ pub async fn sign_in(
              token may travel unencrypted (Azure Database for PostgreSQL requires TLS)"
         );
     }
-    let renewal = Renewal {
-        identity,
-        expires_on: token.expires_on,
-    };
-    Ok((options, Some(renewal)))
+    options
 }
 
 /// Whether the URL's query (or the environment) chooses an sslmode.

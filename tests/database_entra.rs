@@ -212,6 +212,17 @@ async fn serves_do_work_while_the_database_token_changes_and_never_logs_it() {
     .await
     .unwrap();
     assert!(reconnected >= 1, "new connections were opened");
+    // Over TLS with the server's certificate verified: the URL names no sslmode, and the
+    // default under entra is verify-full (the test CA is the URL's sslrootcert).
+    let (plain,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.usename = $1 AND NOT s.ssl",
+    )
+    .bind(ROLE)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(plain, 0, "every connection of the service uses TLS");
     service.assert_running();
 
     // No token in the service's log, though renewals were logged.

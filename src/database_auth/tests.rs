@@ -42,6 +42,25 @@ fn an_sslmode_in_the_url_is_kept_and_its_absence_noticed() {
     }
 }
 
+#[test]
+fn entra_verifies_the_server_unless_the_url_chooses_a_mode() {
+    let mode = |url: &str| {
+        let options = PgConnectOptions::from_str(url).unwrap();
+        format!("{:?}", with_tls(options, url).get_ssl_mode())
+    };
+    if std::env::var_os("PGSSLMODE").is_none() {
+        assert_eq!(mode("postgres://app@db.example/obo"), "VerifyFull");
+    }
+    assert_eq!(
+        mode("postgres://app@db.example/obo?sslmode=require"),
+        "Require"
+    );
+    assert_eq!(
+        mode("postgres://app@127.0.0.1/obo?sslmode=disable"),
+        "Disable"
+    );
+}
+
 #[tokio::test]
 async fn password_authentication_leaves_the_options_alone() {
     let url = SecretString::from("postgres://app:pw@db.example/obo".to_owned());

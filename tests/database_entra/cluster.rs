@@ -3,6 +3,8 @@
 //! shared server which trusts local connections. The test's own superuser connects through
 //! a Unix socket in the cluster's directory (trusted). Stopped and deleted when dropped.
 //!
+//! The server speaks TLS with a certificate for 127.0.0.1 from a CA of the test's own.
+//!
 //! `initdb` refuses to run as root: as root the cluster belongs to the `postgres` account and
 //! its commands run through `runuser`. Outside CI a machine without the binaries skips the
 //! test; in CI (`CI` set) that is a failure.
@@ -52,6 +54,7 @@ impl PrivateCluster {
             run_as,
         };
         let data = cluster.data_dir();
+        cluster.write_tls_files()?;
         cluster.command(
             "initdb",
             &[
@@ -66,8 +69,10 @@ impl PrivateCluster {
         )?;
         let server_options = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {socket} \
-             -c password_encryption=scram-sha-256 -c fsync=off -c max_connections=60",
-            socket = cluster.dir.path().display()
+             -c password_encryption=scram-sha-256 -c fsync=off -c max_connections=60 \
+             -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+            socket = cluster.dir.path().display(),
+            dir = cluster.dir.path().display(),
         );
         let log = cluster.dir.path().join("server.log");
         cluster.command(
@@ -84,6 +89,39 @@ impl PrivateCluster {
             ],
         )?;
         Ok(cluster)
+    }
+
+    /// A test CA (`ca.pem`, what clients trust) and the server's certificate for
+    /// 127.0.0.1 signed by it, readable by the server's account only.
+    fn write_tls_files(&self) -> Result<(), String> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let failed = |e: rcgen::Error| e.to_string();
+        let ca_key = KeyPair::generate().map_err(failed)?;
+        let mut ca = CertificateParams::new(Vec::new()).map_err(failed)?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).map_err(failed)?;
+        let key = KeyPair::generate().map_err(failed)?;
+        let mut leaf = CertificateParams::new(Vec::new()).map_err(failed)?;
+        leaf.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+        let leaf = leaf.signed_by(&key, &ca, &ca_key).map_err(failed)?;
+        let dir = self.dir.path();
+        for (name, pem) in [
+            ("ca.pem", ca.pem()),
+            ("server.crt", leaf.pem()),
+            ("server.key", key.serialize_pem()),
+        ] {
+            std::fs::write(dir.join(name), pem).map_err(|e| e.to_string())?;
+        }
+        let key_file = dir.join("server.key");
+        std::fs::set_permissions(
+            &key_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(user) = self.run_as {
+            run(Command::new("chown").arg(format!("{user}:")).arg(&key_file))?;
+        }
+        Ok(())
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -113,11 +151,13 @@ impl PrivateCluster {
         )
     }
 
-    /// `role` on `database` over TCP, where the password is checked; no password in the URL.
+    /// `role` on `database` over TCP, where the password is checked; no password and no
+    /// `sslmode` in the URL (the service chooses), the test CA as `sslrootcert`.
     pub(crate) fn url_for(&self, role: &str, database: &str) -> String {
         format!(
-            "postgres://{role}@127.0.0.1:{}/{database}?sslmode=disable",
-            self.port
+            "postgres://{role}@127.0.0.1:{}/{database}?sslrootcert={}",
+            self.port,
+            self.dir.path().join("ca.pem").display()
         )
     }
 
