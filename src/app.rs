@@ -120,6 +120,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The telemetry exporters, to flush when the process stops.
+    pub fn telemetry(&self) -> Option<Arc<crate::telemetry::Telemetry>> {
+        self.telemetry.clone()
+    }
+
     /// The database URL the app is to open.
     pub fn database_url(&self) -> &secrecy::SecretString {
         &self.settings.database_url

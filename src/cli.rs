@@ -140,6 +140,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // settings; an unreachable database does not (SPEC §2).
     crate::database_auth::check(&settings.database_auth).await?;
     let prepared = App::prepare(settings)?;
+    let telemetry = prepared.telemetry();
     let application = crate::startup::Application::bind_starting(port).await?;
     tracing::info!(
         port = application.port(),
@@ -149,9 +150,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         prepared,
         application.gate(),
     ));
-    application
+    let served = application
         .run_until(crate::startup::shutdown_signal())
-        .await
+        .await;
+    if let Some(telemetry) = telemetry {
+        // The last batch of spans and metrics leaves before the process does (bounded by the
+        // export timeout); it blocks, so off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
+    served
 }
 
 async fn refresh(app: Arc<App>, reseal_only: bool, output: Output) -> anyhow::Result<()> {

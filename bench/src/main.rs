@@ -37,7 +37,7 @@ pub(crate) struct Args {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Run only these sections (comma-separated): do-work, cold, setup, startup, refresh,
-    /// reseal.
+    /// reseal, telemetry.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds per do-work load point [default: 4, quick: 0.5].

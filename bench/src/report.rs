@@ -219,6 +219,7 @@ pub(crate) fn print(report: &Value) {
             })
             .collect(),
     );
+    telemetry_table(report);
     let two = &report["do_work_warm_two_downstreams"];
     if two.is_object() {
         table(
@@ -450,6 +451,40 @@ pub(crate) fn print(report: &Value) {
                         Some(false) => "**no**".into(),
                         None => "not run".into(),
                     },
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// The telemetry-cost point, when it ran.
+fn telemetry_table(report: &Value) {
+    let point = &report["do_work_warm_telemetry"];
+    let Some(variants) = point["variants"].as_array() else {
+        return;
+    };
+    table(
+        &format!(
+            "do-work, warm, telemetry exporters ({}, concurrency {})",
+            f(&point["backend"]),
+            f(&point["concurrency"])
+        ),
+        &[
+            "exporter",
+            "service CPU µs/call",
+            "samples",
+            "vs none %",
+            "p50 ms",
+        ],
+        variants
+            .iter()
+            .map(|v| {
+                vec![
+                    f(&v["exporter"]),
+                    f(&v["service_cpu_us_per_call"]),
+                    f(&v["samples_us_per_call"]),
+                    f(&v["overhead_percent"]),
+                    f(&v["p50_ms"]),
                 ]
             })
             .collect(),

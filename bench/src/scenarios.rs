@@ -12,6 +12,7 @@ use obo_vault::config::{Env, Settings};
 use obo_vault::domain::{RefreshToken, TenantId, UserId, UserKey};
 use serde_json::{json, Value};
 
+mod telemetry;
 mod two_apis;
 
 use crate::load::{self, round, Until};
@@ -123,6 +124,9 @@ impl Ctx {
         }
         if self.args.wants("refresh") || self.args.wants("reseal") {
             self.timer(&mut report).await?;
+        }
+        if self.args.wants("telemetry") {
+            report["do_work_warm_telemetry"] = self.telemetry_cost().await?;
         }
         Ok(report)
     }
