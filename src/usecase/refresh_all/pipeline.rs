@@ -18,6 +18,9 @@ use crate::usecase::{custody, FlowError};
 
 /// Most rows saved in one transaction.
 const SAVE_BATCH: usize = 128;
+/// How long after a tenant's pause ends the rows it deferred are claimed again: their next
+/// attempt was stamped by the database a round trip after the pause began.
+const AFTER_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What one of a key's concurrent tasks finished.
 enum Done {
@@ -36,6 +39,9 @@ enum Claims {
     Idle,
     /// A claim is running.
     Running,
+    /// Nothing was due, but rows deferred by a tenant's pause come due at this time, within
+    /// the run's budget: claim again then.
+    After(std::time::Instant),
     /// No more rows are due, or a claim failed: no more claims for this key.
     Exhausted,
 }
@@ -54,6 +60,8 @@ struct Pipeline<'r> {
     saving: bool,
     /// The first claim failure; the rows claimed before it are still worked on.
     failed: Option<FlowError>,
+    /// The pause end an empty claim already waited for (see `Run::after_pauses`).
+    waited_for: Option<std::time::Instant>,
     /// Rows worked on at once.
     concurrency: usize,
     /// Rows asked for in one claim.
@@ -73,6 +81,7 @@ impl<'r> Pipeline<'r> {
             claims: Claims::Idle,
             saving: false,
             failed: None,
+            waited_for: None,
             concurrency,
             claim_size: i64::try_from(concurrency * 4).unwrap_or(i64::MAX),
             max_sealed: (concurrency * 4).max(SAVE_BATCH),
@@ -133,15 +142,22 @@ impl Run<'_> {
 
     /// Claims the next batch when the queue runs low, unless the run stopped.
     fn start_claim<'r>(&'r self, pipeline: &mut Pipeline<'r>, latest: &'r VersionedKey) {
-        if pipeline.claims != Claims::Idle
-            || pipeline.queue.len() >= pipeline.concurrency
-            || self.stopped()
-        {
+        let wait_until = match pipeline.claims {
+            Claims::Idle => None,
+            Claims::After(until) => Some(until),
+            Claims::Running | Claims::Exhausted => return,
+        };
+        if pipeline.queue.len() >= pipeline.concurrency || self.stopped() {
             return;
         }
         pipeline.claims = Claims::Running;
         let limit = pipeline.claim_size;
-        pipeline.push(async move { Done::Claimed(self.claim(latest, limit).await) });
+        pipeline.push(async move {
+            if let Some(until) = wait_until {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            Done::Claimed(self.claim(latest, limit).await)
+        });
     }
 
     /// Takes in what a task finished.
@@ -186,10 +202,13 @@ impl Run<'_> {
     ) {
         let exhausted = batch.rows.is_empty() && batch.corrupt.is_empty();
         pipeline.claims = if exhausted {
-            Claims::Exhausted
+            self.after_pauses(pipeline.waited_for)
         } else {
             Claims::Idle
         };
+        if let Claims::After(until) = pipeline.claims {
+            pipeline.waited_for = Some(until);
+        }
         pipeline
             .queue
             .extend(batch.rows.into_iter().map(|row| Leased {
@@ -199,6 +218,18 @@ impl Run<'_> {
         for corrupt in batch.corrupt {
             pipeline.working += 1;
             pipeline.push(async move { Done::Row(Worked::Finished(self.corrupt(&corrupt).await)) });
+        }
+    }
+
+    /// What follows a claim that found nothing due: one more claim after the last tenant pause
+    /// of this run (the throttled rows it deferred come due then) if that is within the budget
+    /// and was not waited for already; else the key is done.
+    fn after_pauses(&self, waited_for: Option<std::time::Instant>) -> Claims {
+        match self.paused.last_end() {
+            Some(end) if Some(end) > waited_for && end + AFTER_PAUSE < self.deadline => {
+                Claims::After(end + AFTER_PAUSE)
+            }
+            _ => Claims::Exhausted,
         }
     }
 

@@ -37,4 +37,10 @@ impl TenantPauses {
         let left = until.saturating_duration_since(Instant::now());
         (!left.is_zero()).then_some((until, left))
     }
+
+    /// When the last pause of the run ends or ended; `None` when no tenant was paused.
+    pub(crate) fn last_end(&self) -> Option<Instant> {
+        let paused = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        paused.values().copied().max()
+    }
 }
