@@ -8,6 +8,10 @@
 //! flows. [`app`] builds everything once from [`config`]; [`startup`] serves it; [`cli`] adds
 //! the operator commands.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::allow_attributes)]
+// Functions stay under 60 lines (clippy.toml); test scenarios may read longer.
+#![cfg_attr(not(test), deny(clippy::too_many_lines))]
+
 pub mod access_tokens;
 pub mod app;
 pub mod audit;

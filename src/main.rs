@@ -1,5 +1,9 @@
 //! The service binary: the Functions custom handler by default, operator commands otherwise.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::allow_attributes)]
+// Functions stay under 60 lines (clippy.toml); test scenarios may read longer.
+#![cfg_attr(not(test), deny(clippy::too_many_lines))]
+
 use clap::Parser as _;
 
 #[tokio::main]

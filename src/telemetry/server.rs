@@ -55,23 +55,7 @@ async fn layer(State(telemetry): State<Arc<Telemetry>>, request: Request, next: 
     let parent = TraceContextPropagator::new()
         .extract(&opentelemetry_http::HeaderExtractor(request.headers()));
     let method = request.method().as_str().to_owned();
-    let trigger = if function == "refresh-tokens" {
-        "timer"
-    } else {
-        "http"
-    };
-    let mut attributes = vec![
-        KeyValue::new("faas.name", function),
-        KeyValue::new("faas.trigger", trigger),
-        KeyValue::new("http.request.method", method.clone()),
-        // The routes have no parameters: the path is the route (Application Insights names
-        // the request `{method} {route}`).
-        KeyValue::new("http.route", request.uri().path().to_owned()),
-        KeyValue::new("url.path", request.uri().path().to_owned()),
-    ];
-    if let Some(id) = invocation_id(&request) {
-        attributes.push(KeyValue::new("faas.invocation_id", id));
-    }
+    let attributes = server_attributes(function, &method, &request);
     let tracer = &telemetry.tracer;
     let span = tracer
         .span_builder(function)
@@ -114,6 +98,29 @@ async fn layer(State(telemetry): State<Arc<Telemetry>>, request: Request, next: 
             .add(1, &[KeyValue::new("obovault.cache.result", result)]);
     }
     response
+}
+
+/// The server span's attributes: the function, its trigger, the method and route, and the
+/// host's invocation id when it sent one.
+fn server_attributes(function: &'static str, method: &str, request: &Request) -> Vec<KeyValue> {
+    let trigger = if function == "refresh-tokens" {
+        "timer"
+    } else {
+        "http"
+    };
+    let mut attributes = vec![
+        KeyValue::new("faas.name", function),
+        KeyValue::new("faas.trigger", trigger),
+        KeyValue::new("http.request.method", method.to_owned()),
+        // The routes have no parameters: the path is the route (Application Insights names
+        // the request `{method} {route}`).
+        KeyValue::new("http.route", request.uri().path().to_owned()),
+        KeyValue::new("url.path", request.uri().path().to_owned()),
+    ];
+    if let Some(id) = invocation_id(request) {
+        attributes.push(KeyValue::new("faas.invocation_id", id));
+    }
+    attributes
 }
 
 /// `X-Azure-Functions-InvocationId`, when it looks like one (a GUID).
