@@ -2,10 +2,10 @@
 //!
 //! The store is written once, as [`SqlStore`](super::sql_store::SqlStore) generic over a
 //! [`Dialect`]: the SQL is the same text for Postgres and SQLite except for the statements that
-//! read the database's clock (and the claim, the history trim and the batch save), and the
+//! read the database's clock (and the claim and the batch writes), and the
 //! drivers differ only in how a timestamp and a span of time are bound and read. A dialect
 //! supplies exactly that: its statements, its time conversions, and how a batch of grants is
-//! saved (Postgres: one `UNNEST` statement; SQLite: one transaction). Values reach a statement
+//! saved and a batch of accesses kept (Postgres: `UNNEST` statements; SQLite: one transaction). Values reach a statement
 //! as [`Param`]s, which [`Exec`](super::exec::Exec) binds in the dialect's spelling.
 //!
 //! A small trait rather than two adapters written out in full: the adapters would repeat every
@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{Database, Pool};
 
-use super::{sql, GrantSave, RowId, StoreError};
+use super::{sql, AccessRecord, GrantSave, RowId, StoreError};
 use crate::events::outbox;
 
 /// One backend's spelling of the store (see the module doc).
@@ -56,6 +56,14 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
         saves: &[GrantSave<'_>],
         owner: &str,
     ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
+    /// Appends a non-empty batch of accesses and trims each of their users' history to its
+    /// `keep` (≥ 0) latest, in one transaction, as `TokenStore::record_accesses` says.
+    fn record_accesses(
+        pool: &Pool<Self::Db>,
+        records: &[AccessRecord],
+        keep: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A value for a statement's parameter, in the store's own types. Times and spans are bound

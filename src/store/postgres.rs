@@ -1,5 +1,6 @@
 //! The production backend: Postgres through a `PgPool`. Timestamps are `timestamptz`, spans of
-//! time are bound as seconds, and a batch of grants is saved in one `UNNEST` statement.
+//! time are bound as seconds, and a batch of grants is saved in one `UNNEST` statement (a
+//! batch of accesses in two: the append and the trim).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use sqlx::PgPool;
 
 use super::dialect::Dialect;
 use super::exec::StoreBackend;
-use super::{sql, GrantSave, StoreError};
+use super::{sql, AccessRecord, GrantSave, StoreError};
 use crate::config::DatabaseAuth;
 use crate::events::outbox;
 
@@ -31,6 +32,38 @@ const SESSION_SETTINGS: [(&str, &str); 5] = [
     ("tcp_keepalives_interval", "10"),
     ("tcp_keepalives_count", "3"),
 ];
+
+/// A batch of accesses, one array per column (`$1` tenants, `$2` users, then as
+/// `sql::INSERT_ACCESS`), kept in their order; users deleted meanwhile get no history.
+const INSERT_ACCESSES: &str = "
+    INSERT INTO user_token_accesses
+        (tenant_id, user_id, at, caller_app_id, method, path, downstream_status, refreshed,
+         caller_tenant_id, downstream)
+    SELECT a.tenant_id, a.user_id, a.at, a.caller_app_id, a.method, a.path,
+           a.downstream_status, a.refreshed, a.caller_tenant_id, a.downstream
+    FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                $7::int4[], $8::bool[], $9::text[], $10::text[])
+         WITH ORDINALITY AS a(tenant_id, user_id, at, caller_app_id, method, path,
+                              downstream_status, refreshed, caller_tenant_id, downstream, n)
+    WHERE EXISTS (SELECT 1 FROM user_tokens t
+                  WHERE t.tenant_id = a.tenant_id AND t.user_id = a.user_id)
+    ORDER BY a.n";
+
+/// `$1` tenants, `$2` users (repeats allowed), `$3` how many to keep: each user's history
+/// beyond its `$3` latest accesses goes.
+const TRIM_ACCESSES: &str = "
+    DELETE FROM user_token_accesses WHERE id IN (
+        SELECT id FROM (
+            SELECT a.id, row_number() OVER (
+                       PARTITION BY a.tenant_id, a.user_id ORDER BY a.at DESC, a.id DESC
+                   ) AS position
+            FROM user_token_accesses a
+            JOIN (SELECT DISTINCT tenant_id, user_id
+                  FROM UNNEST($1::text[], $2::text[]) AS u(tenant_id, user_id)) u
+              ON a.tenant_id = u.tenant_id AND a.user_id = u.user_id
+        ) ranked
+        WHERE position > $3
+    )";
 
 /// The Postgres spelling of the store.
 pub(crate) struct PostgresDialect;
@@ -143,6 +176,52 @@ impl Dialect for PostgresDialect {
             }
         }
         Ok(saved)
+    }
+
+    /// Two statements whatever the batch's size (one round trip per access and one per user
+    /// made the writer the service's busiest client of the database).
+    async fn record_accesses(
+        pool: &PgPool,
+        records: &[AccessRecord],
+        keep: i64,
+    ) -> Result<(), StoreError> {
+        let texts = |field: for<'s> fn(&'s AccessRecord) -> &'s str| {
+            records.iter().map(field).collect::<Vec<&str>>()
+        };
+        let maybe_texts = |field: for<'s> fn(&'s AccessRecord) -> Option<&'s str>| {
+            records.iter().map(field).collect::<Vec<Option<&str>>>()
+        };
+        let tenants = texts(|r| r.key.tenant_id.as_str());
+        let users = texts(|r| r.key.user_id.as_str());
+        let mut tx = pool.begin().await?;
+        sqlx::query(INSERT_ACCESSES)
+            .bind(&tenants)
+            .bind(&users)
+            .bind(records.iter().map(|r| r.at).collect::<Vec<_>>())
+            .bind(texts(|r| &r.caller_app_id))
+            .bind(texts(|r| &r.method))
+            .bind(texts(|r| &r.path))
+            .bind(
+                records
+                    .iter()
+                    .map(|r| r.downstream_status)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(records.iter().map(|r| r.refreshed).collect::<Vec<_>>())
+            .bind(maybe_texts(|r| {
+                r.caller_tenant_id.as_ref().map(|t| t.as_str())
+            }))
+            .bind(maybe_texts(|r| r.downstream.as_deref()))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(TRIM_ACCESSES)
+            .bind(&tenants)
+            .bind(&users)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -56,8 +56,6 @@ pub(crate) struct Statements {
     pub(crate) claim_due: &'static str,
     /// [`SUMMARY_POSTGRES`].
     pub(crate) summary: &'static str,
-    /// [`TRIM_ACCESSES_POSTGRES`].
-    pub(crate) trim_accesses: &'static str,
 }
 
 /// The Postgres spelling.
@@ -67,7 +65,6 @@ pub(super) const POSTGRES: Statements = Statements {
     record_failure: RECORD_FAILURE_POSTGRES,
     claim_due: CLAIM_DUE_POSTGRES,
     summary: SUMMARY_POSTGRES,
-    trim_accesses: TRIM_ACCESSES_POSTGRES,
 };
 
 /// The SQLite spelling.
@@ -77,7 +74,6 @@ pub(super) const SQLITE: Statements = Statements {
     record_failure: RECORD_FAILURE_SQLITE,
     claim_due: CLAIM_DUE_SQLITE,
     summary: SUMMARY_SQLITE,
-    trim_accesses: TRIM_ACCESSES_SQLITE,
 };
 
 /// `$3`..`$5` grant, `$6` scopes, `$7` now, `$8` first revision. Returns no row when the user
@@ -339,7 +335,8 @@ pub(super) const CLAIM_DUE_SQLITE: &str = concat!(
 
 /// `$3` at, `$4` caller, `$5` method, `$6` path, `$7` downstream status, `$8` refreshed,
 /// `$9` the caller's tenant, `$10` the downstream's name. A user deleted meanwhile gets no
-/// history instead of a foreign-key error.
+/// history instead of a foreign-key error. (SQLite, one statement per access in a
+/// transaction; Postgres takes a whole batch in one statement, see `postgres.rs`.)
 pub(super) const INSERT_ACCESS: &str = "
     INSERT INTO user_token_accesses
         (tenant_id, user_id, at, caller_app_id, method, path, downstream_status, refreshed,
@@ -347,16 +344,7 @@ pub(super) const INSERT_ACCESS: &str = "
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
     WHERE EXISTS (SELECT 1 FROM user_tokens WHERE tenant_id = $1 AND user_id = $2)";
 
-/// `$3` how many to keep.
-pub(super) const TRIM_ACCESSES_POSTGRES: &str = "
-    DELETE FROM user_token_accesses WHERE id IN (
-        SELECT id FROM user_token_accesses
-        WHERE tenant_id = $1 AND user_id = $2
-        ORDER BY at DESC, id DESC
-        OFFSET $3
-    )";
-
-/// `$3` how many to keep (SQLite wants a LIMIT before an OFFSET).
+/// `$1`, `$2` one user, `$3` how many to keep (SQLite wants a LIMIT before an OFFSET).
 pub(super) const TRIM_ACCESSES_SQLITE: &str = "
     DELETE FROM user_token_accesses WHERE id IN (
         SELECT id FROM user_token_accesses

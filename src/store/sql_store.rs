@@ -13,11 +13,11 @@ use tracing::instrument;
 
 use super::dialect::{Dialect, Param};
 use super::exec::{execute_pooled, StoreBackend};
-use super::rows::{claimed, distinct_users, refused_lease, RawAccess, RawRecord, Summary};
+use super::rows::{claimed, refused_lease, RawAccess, RawRecord, Summary};
 use super::{sql, AccessRecord, Claimed, Connected, DueClaim, Failure, GrantSave, Lease};
-use super::{KeyVersionCount, LeaseAttempt, RowId, SealedGrant, StatusReport, StoreError};
+use super::{KeyVersionCount, LeaseAttempt, SealedGrant, StatusReport, StoreError};
 use super::{TokenRecord, TokenStore};
-use crate::domain::{TenantId, UserKey};
+use crate::domain::UserKey;
 use crate::events::outbox::{self, Emitter, SqlEvents};
 use crate::events::{DisconnectedBy, EventStore, NewEvent};
 
@@ -288,29 +288,7 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
         if records.is_empty() {
             return Ok(());
         }
-        // The first statement writes, so a SQLite transaction takes the write lock up front
-        // (waiting under busy_timeout) rather than upgrading from a read snapshot.
-        let mut tx = self.pool.begin().await?;
-        for access in records {
-            let params = [
-                Param::Row(RowId::from(&access.key)),
-                Param::Time(access.at),
-                Param::Text(&access.caller_app_id),
-                Param::Text(&access.method),
-                Param::Text(&access.path),
-                Param::MaybeInt(access.downstream_status),
-                Param::Bool(access.refreshed),
-                Param::MaybeText(access.caller_tenant_id.as_ref().map(TenantId::as_str)),
-                Param::MaybeText(access.downstream.as_deref()),
-            ];
-            D::execute(&mut tx, sql::INSERT_ACCESS, &params).await?;
-        }
-        for user in distinct_users(records) {
-            let params = [Param::Row(user.into()), Param::BigInt(keep.max(0))];
-            D::execute(&mut tx, D::SQL.trim_accesses, &params).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        D::record_accesses(&self.pool, records, keep.max(0)).await
     }
 
     #[instrument(skip_all, fields(tenant.id = %key.tenant_id, user.id = %key.user_id))]

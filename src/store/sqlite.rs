@@ -16,7 +16,8 @@ use sqlx::SqlitePool;
 
 use super::dialect::{Dialect, Param};
 use super::exec::{Conn, Exec as _, StoreBackend};
-use super::{sql, GrantSave, StoreError};
+use super::rows::distinct_users;
+use super::{sql, AccessRecord, GrantSave, RowId, StoreError};
 use crate::events::outbox;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -114,6 +115,38 @@ impl Dialect for SqliteDialect {
         }
         tx.commit().await?;
         Ok(saved)
+    }
+
+    /// One statement per access and one trim per user, in one transaction: in-process calls
+    /// here, the commit is what costs.
+    async fn record_accesses(
+        pool: &SqlitePool,
+        records: &[AccessRecord],
+        keep: i64,
+    ) -> Result<(), StoreError> {
+        // The first statement writes, so the transaction takes the write lock up front
+        // (waiting under busy_timeout) rather than upgrading from a read snapshot.
+        let mut tx = pool.begin().await?;
+        for access in records {
+            let params = [
+                Param::Row(RowId::from(&access.key)),
+                Param::Time(access.at),
+                Param::Text(&access.caller_app_id),
+                Param::Text(&access.method),
+                Param::Text(&access.path),
+                Param::MaybeInt(access.downstream_status),
+                Param::Bool(access.refreshed),
+                Param::MaybeText(access.caller_tenant_id.as_ref().map(|t| t.as_str())),
+                Param::MaybeText(access.downstream.as_deref()),
+            ];
+            Self::execute(&mut tx, sql::INSERT_ACCESS, &params).await?;
+        }
+        for user in distinct_users(records) {
+            let params = [Param::Row(user.into()), Param::BigInt(keep)];
+            Self::execute(&mut tx, sql::TRIM_ACCESSES_SQLITE, &params).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 
