@@ -17,6 +17,7 @@ mod keys;
 mod multi_tenant_tests;
 #[cfg(test)]
 mod tests;
+mod verified;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,6 +106,8 @@ pub struct TokenValidator {
     timings: Timings,
     /// The authority's cloud, whose v1 issuer host v1 tokens carry.
     cloud: Cloud,
+    /// Tokens that passed every check a moment ago ([`verified`]).
+    verified: verified::Verified,
 }
 
 /// Where keys come from: each listed tenant's own metadata, or the `common` metadata for all.
@@ -193,12 +196,27 @@ impl TokenValidator {
             allowed_tenants,
             sources,
             timings,
+            verified: verified::Verified::default(),
         }
     }
 
     /// Validates an inbound access token for this app. Never fetches metadata for a tenant
-    /// the token names: only a listed tenant's or the `common` metadata.
+    /// the token names: only a listed tenant's or the `common` metadata. The same token
+    /// presented again within two minutes (and before its `exp`) is not checked again
+    /// ([`verified`]).
     pub async fn validate(&self, unverified_token: &str) -> Result<ValidatedToken, TokenError> {
+        if unverified_token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
+        if let Some(claims) = self.verified.get(unverified_token) {
+            return Ok(claims);
+        }
+        let claims = self.verify(unverified_token).await?;
+        self.verified.keep(unverified_token, &claims);
+        Ok(claims)
+    }
+
+    async fn verify(&self, unverified_token: &str) -> Result<ValidatedToken, TokenError> {
         let (tenant, kid) = Self::precheck(unverified_token)?;
         if !self.allowed_tenants.allows(&tenant) {
             return Err(TokenError::TenantNotAllowed);
