@@ -144,13 +144,26 @@ fn lease(env: &Env, entra_timeout: Duration) -> Result<Duration, SettingsError> 
     Ok(lease)
 }
 
+/// Variables only the Functions host sets for the handler process. `FUNCTIONS_WORKER_RUNTIME`
+/// is an app setting on Consumption and Premium plans, but Flex Consumption refuses it as an
+/// app setting; the host itself sets `FUNCTIONS_CUSTOMHANDLER_WORKER_ID` (and the older
+/// `FUNCTIONS_HTTPWORKER_ID`) on every custom handler it starts.
+const FUNCTIONS_HOST_MARKERS: [&str; 3] = [
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_CUSTOMHANDLER_WORKER_ID",
+    "FUNCTIONS_HTTPWORKER_ID",
+];
+
 /// `OBOVAULT_LOG_FORMAT`: JSON under the Functions host, text in a terminal, unless set.
 fn log_format(env: &Env) -> Result<LogFormat, SettingsError> {
+    let under_host = FUNCTIONS_HOST_MARKERS
+        .iter()
+        .any(|name| env.optional(name).is_some());
     Ok(match env.optional("OBOVAULT_LOG_FORMAT") {
         Some("json") => LogFormat::Json,
         Some("text") => LogFormat::Text,
         Some(_) => return Err(problem("OBOVAULT_LOG_FORMAT", "must be json or text")),
-        None if env.optional("FUNCTIONS_WORKER_RUNTIME").is_some() => LogFormat::Json,
+        None if under_host => LogFormat::Json,
         None => LogFormat::Text,
     })
 }

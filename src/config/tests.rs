@@ -148,3 +148,29 @@ fn durations_use_the_short_form() {
     assert_eq!(parse_duration("0s"), None);
     assert_eq!(parse_duration("forever"), None);
 }
+
+#[test]
+fn logs_are_json_under_the_functions_host_whatever_the_plan() {
+    let format = |extra: &[(&'static str, &'static str)]| {
+        let mut pairs = base();
+        pairs.extend_from_slice(extra);
+        Settings::from_env(&Env::from_pairs(pairs))
+            .unwrap()
+            .log_format
+    };
+    assert_eq!(format(&[]), LogFormat::Text);
+    assert_eq!(
+        format(&[("FUNCTIONS_WORKER_RUNTIME", "custom")]),
+        LogFormat::Json
+    );
+    // Flex Consumption: no FUNCTIONS_WORKER_RUNTIME, the host's worker id only.
+    let worker = (
+        "FUNCTIONS_CUSTOMHANDLER_WORKER_ID",
+        "3f2a0c1e-0000-4000-8000-000000000001",
+    );
+    assert_eq!(format(&[worker]), LogFormat::Json);
+    assert_eq!(
+        format(&[worker, ("OBOVAULT_LOG_FORMAT", "text")]),
+        LogFormat::Text
+    );
+}
