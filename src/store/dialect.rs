@@ -30,6 +30,8 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
     /// A span of time as the statements read it in `sql::clock_plus!`.
     type Span: Send + Sync + 'static;
 
+    /// The backend's OpenTelemetry `db.system.name`, on the client span of every statement.
+    const SYSTEM: &'static str;
     /// The store statements that differ between the backends.
     const SQL: sql::Statements;
     /// The outbox statements that differ between the backends.

@@ -13,6 +13,8 @@ use sqlx::{Arguments as _, Database, Encode, Executor, FromRow, IntoArguments, P
 use super::dialect::{Dialect, Param};
 use super::rows::{RawAccess, RawRecord, Summary};
 use crate::events::outbox::{Counts, DroppedRow, Now, PendingRow};
+use crate::telemetry;
+use crate::telemetry::client::ClientCall;
 
 /// A connection of the dialect's driver (pooled or inside a transaction).
 pub(crate) type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
@@ -94,7 +96,10 @@ where
         params: &[Param<'_>],
     ) -> Result<u64, sqlx::Error> {
         let query = sqlx::query_with(statement, D::arguments(params)?);
-        Ok(D::rows_affected(&query.execute(conn).await?))
+        let call = telemetry::client::start_query(D::SYSTEM, statement);
+        let done = query.execute(conn).await;
+        finish_query(call, &done);
+        Ok(D::rows_affected(&done?))
     }
 
     async fn all<O>(
@@ -106,8 +111,29 @@ where
         Self: Reads<O>,
     {
         let query = sqlx::query_with(statement, D::arguments(params)?);
-        let rows = query.fetch_all(conn).await?;
-        rows.iter().map(D::read).collect()
+        let call = telemetry::client::start_query(D::SYSTEM, statement);
+        let rows = query.fetch_all(conn).await;
+        finish_query(call, &rows);
+        rows?.iter().map(D::read).collect()
+    }
+}
+
+/// Ends a statement's client span, if the call is traced.
+fn finish_query<T>(call: Option<ClientCall>, outcome: &Result<T, sqlx::Error>) {
+    if let Some(call) = call {
+        call.finish_query(outcome.as_ref().err().map(query_error_type));
+    }
+}
+
+/// A fixed, secret-free `error.type` for a failed statement (never the driver's message,
+/// which can quote a value).
+fn query_error_type(error: &sqlx::Error) -> &'static str {
+    match error {
+        sqlx::Error::Database(_) => "database",
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => "io",
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => "pool",
+        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => "decode",
+        _ => "other",
     }
 }
 

@@ -107,6 +107,7 @@ impl Dialect for PostgresDialect {
     /// Seconds, as `sql::clock_plus!` multiplies them by `interval '1 second'`.
     type Span = f64;
 
+    const SYSTEM: &'static str = "postgresql";
     const SQL: sql::Statements = sql::POSTGRES;
     const OUTBOX: outbox::sql::Statements = outbox::sql::POSTGRES;
 

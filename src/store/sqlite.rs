@@ -63,6 +63,7 @@ impl Dialect for SqliteDialect {
     /// A date-function modifier, `+35.000000 seconds`.
     type Span = String;
 
+    const SYSTEM: &'static str = "sqlite";
     const SQL: sql::Statements = sql::SQLITE;
     const OUTBOX: outbox::sql::Statements = outbox::sql::SQLITE;
 

@@ -4,7 +4,10 @@
 //!
 //! Recorded: `http.request.method`, `url.full` without query or fragment, `server.address`,
 //! `server.port`, `http.response.status_code` or `error.type`, and `obovault.dependency`.
-//! Never a header or a body: tokens travel only there.
+//! Never a header or a body: tokens travel only there. Database statements ([`start_query`],
+//! from the store's one place that runs them) record `db.system.name`, `db.operation.name`
+//! and `db.query.text`: the statement is a constant with bound parameters, so its text holds
+//! no value; the parameters (sealed tokens, ids) are never recorded.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -25,6 +28,8 @@ pub enum Dependency {
     KeyVault,
     /// A downstream API called on a user's behalf.
     Downstream,
+    /// The token store (Postgres or SQLite).
+    Database,
 }
 
 impl Dependency {
@@ -35,6 +40,7 @@ impl Dependency {
             Self::EntraMetadata => "entra.metadata",
             Self::KeyVault => "key_vault",
             Self::Downstream => "downstream",
+            Self::Database => "database",
         }
     }
 }
@@ -50,10 +56,7 @@ pub struct ClientCall {
 /// Starts a client span for `method url` as a child of the current invocation's span, or
 /// returns `None` when there is none.
 pub fn start(dependency: Dependency, method: &str, url: &url::Url) -> Option<ClientCall> {
-    let (parent, scope) = Context::map_current(|cx| {
-        cx.get::<std::sync::Arc<Scope>>()
-            .map(|scope| (cx.clone(), scope.clone()))
-    })?;
+    let (parent, scope) = traced()?;
     if dependency == Dependency::EntraToken {
         scope.token_requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -70,21 +73,91 @@ pub fn start(dependency: Dependency, method: &str, url: &url::Url) -> Option<Cli
     if let Some(port) = url.port_or_known_default() {
         span_attributes.push(KeyValue::new("server.port", i64::from(port)));
     }
-    let tracer = &scope.telemetry.tracer;
-    let span = tracer
-        .span_builder(format!("{method} {}", dependency.name()))
-        .with_kind(SpanKind::Client)
-        .with_attributes(span_attributes)
-        .start_with_context(tracer, &parent);
-    Some(ClientCall {
-        cx: parent.with_span(span),
+    let name = format!("{method} {}", dependency.name());
+    Some(ClientCall::begin(
+        parent,
         scope,
-        started: Instant::now(),
+        name,
+        span_attributes,
         attributes,
+    ))
+}
+
+/// Starts a client span for one database `statement` on `system`, as a child of the current
+/// invocation's span, or returns `None` when there is none.
+pub fn start_query(system: &'static str, statement: &'static str) -> Option<ClientCall> {
+    let (parent, scope) = traced()?;
+    let operation = statement
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let attributes = vec![
+        KeyValue::new("db.system.name", system),
+        KeyValue::new("db.operation.name", operation.clone()),
+    ];
+    let mut span_attributes = attributes.clone();
+    span_attributes.push(KeyValue::new(
+        "obovault.dependency",
+        Dependency::Database.name(),
+    ));
+    span_attributes.push(KeyValue::new("db.query.text", statement.trim()));
+    let name = format!("{operation} {system}");
+    Some(ClientCall::begin(
+        parent,
+        scope,
+        name,
+        span_attributes,
+        attributes,
+    ))
+}
+
+/// The current invocation's context and scope, when the task runs inside a traced one.
+fn traced() -> Option<(Context, std::sync::Arc<Scope>)> {
+    Context::map_current(|cx| {
+        cx.get::<std::sync::Arc<Scope>>()
+            .map(|scope| (cx.clone(), scope.clone()))
     })
 }
 
 impl ClientCall {
+    fn begin(
+        parent: Context,
+        scope: std::sync::Arc<Scope>,
+        name: String,
+        span_attributes: Vec<KeyValue>,
+        attributes: Vec<KeyValue>,
+    ) -> Self {
+        let tracer = &scope.telemetry.tracer;
+        let span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Client)
+            .with_attributes(span_attributes)
+            .start_with_context(tracer, &parent);
+        Self {
+            cx: parent.with_span(span),
+            scope,
+            started: Instant::now(),
+            attributes,
+        }
+    }
+
+    /// Ends a statement's span, with `error` (a fixed kind such as `database` or `io`) when
+    /// it failed.
+    pub fn finish_query(mut self, error: Option<&'static str>) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let span = self.cx.span();
+        if let Some(kind) = error {
+            let error = KeyValue::new("error.type", kind);
+            span.set_attribute(error.clone());
+            span.set_status(Status::error(""));
+            self.attributes.push(error);
+        }
+        span.end();
+        let instruments = &self.scope.telemetry.instruments;
+        instruments.db_duration.record(elapsed, &self.attributes);
+    }
+
     /// Ends the span with the answer's status, or with `error` (a fixed, secret-free kind
     /// such as `timeout` or `connect`) when there was no answer.
     pub fn finish(mut self, outcome: Result<u16, &'static str>) {

@@ -9,6 +9,11 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
+/// Bucket bounds (seconds) the semantic conventions advise for database operations.
+const DB_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+];
+
 pub(super) struct Instruments {
     /// Answers of setup, do-work and refresh-tokens: `faas.name`, `http.request.method`,
     /// `http.response.status_code`.
@@ -16,6 +21,8 @@ pub(super) struct Instruments {
     /// Outbound calls: `obovault.dependency`, `server.address`, `http.request.method`,
     /// `http.response.status_code` or `error.type`.
     pub(super) client_duration: Histogram<f64>,
+    /// Statements: `db.system.name`, `db.operation.name`, `error.type` when one failed.
+    pub(super) db_duration: Histogram<f64>,
     /// Rows a timer run finished, by `obovault.outcome` (refreshed, resealed,
     /// reauth_required, failed, skipped).
     pub(super) refresh_rows: Counter<u64>,
@@ -44,6 +51,12 @@ impl Instruments {
                     "Duration of outbound calls to Entra, Key Vault and downstream APIs",
                 )
                 .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            db_duration: meter
+                .f64_histogram("db.client.operation.duration")
+                .with_unit("s")
+                .with_description("Duration of database statements")
+                .with_boundaries(DB_BUCKETS.to_vec())
                 .build(),
             refresh_rows: meter
                 .u64_counter("obovault.refresh.rows")

@@ -61,10 +61,20 @@ fn invocation(spans: &[ReceivedSpan], trace: &str) -> Option<(ReceivedSpan, Vec<
     Some(((*server).clone(), clients))
 }
 
+/// The OpenTelemetry `db.system.name` of the app's backend.
+fn db_system(app: &TestApp) -> &'static str {
+    match app.backend {
+        Backend::Postgres => "postgresql",
+        Backend::Sqlite => "sqlite",
+    }
+}
+
+/// The HTTP dependencies among `clients` (database statements are checked on their own).
 fn dependencies(clients: &[ReceivedSpan]) -> Vec<&str> {
     let mut names: Vec<&str> = clients
         .iter()
         .map(|c| c.attributes["obovault.dependency"].as_str())
+        .filter(|dependency| *dependency != "database")
         .collect();
     names.sort_unstable();
     names
@@ -172,7 +182,28 @@ async fn every_invocation_continues_the_host_trace_with_its_outbound_calls() {
             "{name} continues the host's span"
         );
         assert!(server.attributes.contains_key("faas.invocation_id") || name == "refresh-tokens");
-        for client in &clients {
+        let (statements, calls): (Vec<_>, Vec<_>) = clients
+            .iter()
+            .partition(|c| c.attributes["obovault.dependency"] == "database");
+        // Every invocation reads or writes the store under its own span: the row read of a
+        // warm do-work included.
+        assert!(!statements.is_empty(), "{name}: no database span");
+        for statement in &statements {
+            assert_eq!(statement.parent_span_id, server.span_id, "{statement:?}");
+            assert_eq!(statement.attributes["db.system.name"], db_system(&app));
+            let operation = &statement.attributes["db.operation.name"];
+            assert!(
+                ["SELECT", "INSERT", "UPDATE", "DELETE", "WITH"].contains(&operation.as_str()),
+                "{statement:?}"
+            );
+            // The statement's constant text: values are bound, never spelled in it.
+            let text = &statement.attributes["db.query.text"];
+            assert!(
+                !text.is_empty() && !text.contains(app.tenant().as_str()),
+                "{text}"
+            );
+        }
+        for client in calls {
             assert_eq!(client.parent_span_id, server.span_id, "{client:?}");
             let url = &client.attributes["url.full"];
             assert!(
@@ -286,6 +317,13 @@ async fn every_invocation_continues_the_host_trace_with_its_outbound_calls() {
             "http.client.request.duration",
             &[("obovault.dependency", "downstream")]
         ) >= 2.0
+    );
+    assert!(
+        value(
+            "db.client.operation.duration",
+            &[("db.system.name", db_system(&app))]
+        ) >= 4.0,
+        "a statement at least per invocation"
     );
 
     // Nothing secret in anything exported.
