@@ -22,6 +22,12 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if is_transient_database_error(db.as_ref()) => {
                 Self::Unavailable(error)
             }
+            // A connection cut while TLS is being negotiated: sqlx reads the server's one-byte
+            // answer to its SSLRequest from a socket that closed and reports a protocol error
+            // ("unexpected response from SSLRequest: 0x00"), not an I/O one.
+            sqlx::Error::Protocol(message) if message.contains("SSLRequest") => {
+                Self::Unavailable(error)
+            }
             _ => Self::Other(anyhow::Error::new(error)),
         }
     }
@@ -49,4 +55,17 @@ fn is_transient_database_error(error: &dyn sqlx::error::DatabaseError) -> bool {
         || code == "6"
         || code.starts_with("517")
         || code.starts_with("261")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn a_connection_cut_during_tls_negotiation_is_unavailable() {
+        let cut = sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into());
+        assert!(matches!(StoreError::from(cut), StoreError::Unavailable(_)));
+        let other = sqlx::Error::Protocol("unknown message type: 'x'".into());
+        assert!(matches!(StoreError::from(other), StoreError::Other(_)));
+    }
 }
