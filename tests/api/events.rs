@@ -2,49 +2,22 @@
 //! stack's receiver, which checks every Standard Webhooks signature. Each change of a grant
 //! produces exactly its documented event, delivered within seconds while the service runs.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use emulators::{ReceivedEvent, Stack, StackOptions};
 use serde_json::{json, Value};
 
-use crate::helpers::{build_app, init_logs, summary_count, Backend, TestApp, TestDatabase};
+use crate::helpers::{spawn_app_on_stack, summary_count, Backend, TestApp};
 
 /// Delivery while the service runs, as the issue asks.
 pub(crate) const WITHIN: Duration = Duration::from_secs(5);
 
 /// Starts the emulators and the service with grant events sent to the stack's receiver.
 pub(crate) async fn spawn_with_events(backend: Backend) -> Option<TestApp> {
-    init_logs();
-    let database = TestDatabase::create(backend).await?;
-    let stack = Arc::new(
-        Stack::start(StackOptions::default())
-            .await
-            .expect("emulators start"),
-    );
-    let events: Vec<(String, String)> = stack.events_env();
-    let overrides: Vec<(&str, &str)> = events
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let app = build_app(&stack, &database.url, &overrides).await;
-    assert!(app.events.is_some(), "events are configured");
-    let store = app.store.clone();
-    let application = obo_vault::startup::Application::bind(0, app.clone())
-        .await
-        .unwrap();
-    let address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until(std::future::pending()));
-    Some(TestApp {
-        stack,
-        address,
-        client: reqwest::Client::new(),
-        app,
-        store,
-        database,
-        backend,
-    })
+    let app = spawn_app_on_stack(backend, StackOptions::default(), Stack::events_env).await?;
+    assert!(app.app.events.is_some(), "events are configured");
+    Some(app)
 }
 
 crate::on_both_backends!(
