@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use emulators::{NewIdentityToken, DEFAULT_MANAGED_IDENTITY_CLIENT_ID};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use cluster::PrivateCluster;
 use helpers::{spawn_app, Backend, TestApp};
@@ -123,38 +123,85 @@ async fn do_work_burst(app: &TestApp, oid: &str, until: Instant, concurrency: us
     statuses
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn serves_do_work_while_the_database_token_changes_and_never_logs_it() {
-    let Some(cluster) = PrivateCluster::start() else {
-        return;
-    };
-    let Some(mut app) = spawn_app(Backend::Sqlite).await else {
-        return;
-    };
+/// A service signed in to a private cluster through the stack's managed identity (fields in
+/// the order they are dropped: the service before the cluster it uses).
+struct EntraService {
+    service: ServiceProcess,
+    app: TestApp,
+    /// The Postgres tokens minted so far, newest last.
+    tokens: Arc<Mutex<Vec<String>>>,
+    cluster: PrivateCluster,
+}
+
+/// Starts the cluster, the stack and the service under `OBOVAULT_DATABASE_AUTH=entra`, with
+/// tokens that live `token_lifetime`; `None` (test skipped) where no cluster can run.
+async fn start_entra_service(token_lifetime: Duration) -> Option<EntraService> {
+    let cluster = PrivateCluster::start()?;
+    let mut app = spawn_app(Backend::Sqlite).await?;
     let tokens = role_follows_the_identity(&app, &cluster).await;
-    // Tokens that live 6 s: the endpoint mints a new one every 3 s or so, and the service
-    // renews at half the remaining lifetime.
     app.stack
         .managed_identity
-        .set_token_lifetime(Duration::from_secs(6));
+        .set_token_lifetime(token_lifetime);
     let url = cluster.url_for(ROLE, DATABASE);
-    let mut service = ServiceProcess::start(&app, entra_settings(&app, &url)).await;
+    let service = ServiceProcess::start(&app, entra_settings(&app, &url)).await;
     app.address = service.address.clone();
+    Some(EntraService {
+        service,
+        app,
+        tokens,
+        cluster,
+    })
+}
 
+/// Ends every connection the service has open to the cluster; how many there were.
+async fn cut_connections(admin: &sqlx::PgPool) -> usize {
+    let cut: Vec<(bool,)> =
+        sqlx::query_as("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+            .bind(ROLE)
+            .fetch_all(admin)
+            .await
+            .unwrap();
+    cut.len()
+}
+
+/// Neither a token, nor its signature, nor the identity header is in `text`.
+fn assert_no_token_in(text: &str, tokens: &Mutex<Vec<String>>, app: &TestApp) {
+    for token in tokens.lock().unwrap().iter() {
+        assert!(
+            !text.contains(token.as_str()),
+            "a database token is in the log"
+        );
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            !text.contains(signature),
+            "a token's signature is in the log"
+        );
+    }
+    assert!(!text.contains(&app.stack.managed_identity.identity_header()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serves_do_work_while_the_database_token_changes_and_never_logs_it() {
+    // Tokens that live 6 s: the endpoint mints a new one every 3 s or so, and the service
+    // renews at half the remaining lifetime.
+    let Some(mut entra) = start_entra_service(Duration::from_secs(6)).await else {
+        return;
+    };
+    let (app, tokens, cluster) = (&entra.app, &entra.tokens, &entra.cluster);
     let oid = app.connected_user().await;
     let first_token = tokens.lock().unwrap().len();
     assert!(
         first_token >= 1,
         "the service signed in with a minted token"
     );
-    let statuses = do_work_burst(&app, &oid, Instant::now() + Duration::from_secs(12), 4).await;
+    let statuses = do_work_burst(app, &oid, Instant::now() + Duration::from_secs(12), 4).await;
     let failed: Vec<&u16> = statuses.iter().filter(|status| **status != 200).collect();
     assert!(
         failed.is_empty(),
         "{} of {} failed: {failed:?}\n{}",
         failed.len(),
         statuses.len(),
-        service.output()
+        entra.service.output()
     );
     let rotations = tokens.lock().unwrap().len() - first_token;
     assert!(
@@ -186,22 +233,19 @@ async fn serves_do_work_while_the_database_token_changes_and_never_logs_it() {
     let admin = sqlx::PgPool::connect(&cluster.admin_url("postgres"))
         .await
         .unwrap();
-    let cut: Vec<(bool,)> =
-        sqlx::query_as("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
-            .bind(ROLE)
-            .fetch_all(&admin)
-            .await
-            .unwrap();
-    assert!(!cut.is_empty(), "the service had connections open");
+    assert!(
+        cut_connections(&admin).await > 0,
+        "the service had connections open"
+    );
     let cut_at: (chrono::DateTime<chrono::Utc>,) = sqlx::query_as("SELECT now()")
         .fetch_one(&admin)
         .await
         .unwrap();
-    let statuses = do_work_burst(&app, &oid, Instant::now() + Duration::from_secs(2), 2).await;
+    let statuses = do_work_burst(app, &oid, Instant::now() + Duration::from_secs(2), 2).await;
     assert!(
         statuses.iter().all(|status| *status == 200),
         "{statuses:?}\n{}",
-        service.output()
+        entra.service.output()
     );
     let (reconnected,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND backend_start > $2",
@@ -223,23 +267,12 @@ async fn serves_do_work_while_the_database_token_changes_and_never_logs_it() {
     .await
     .unwrap();
     assert_eq!(plain, 0, "every connection of the service uses TLS");
-    service.assert_running();
+    entra.service.assert_running();
 
     // No token in the service's log, though renewals were logged.
-    let log = service.output();
+    let log = entra.service.output();
     assert!(log.contains("database token renewed"), "{log}");
-    for token in tokens.lock().unwrap().iter() {
-        assert!(
-            !log.contains(token.as_str()),
-            "a database token is in the log"
-        );
-        let signature = token.rsplit('.').next().unwrap();
-        assert!(
-            !log.contains(signature),
-            "a token's signature is in the log"
-        );
-    }
-    assert!(!log.contains(&app.stack.managed_identity.identity_header()));
+    assert_no_token_in(&log, tokens, app);
     // Every connection the service opened signed in with the role's password of the moment.
     assert!(
         !cluster
@@ -248,6 +281,60 @@ async fn serves_do_work_while_the_database_token_changes_and_never_logs_it() {
         "{}",
         cluster.server_log()
     );
+}
+
+/// Azure Database for PostgreSQL refuses a token that expired or that it does not accept as
+/// it refuses a wrong password (SQLSTATE 28P01). A refused sign-in is the database being
+/// unavailable for now (503 + Retry-After), not an internal error, and the
+/// service serves again once a token is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_database_token_answers_503_with_retry_after_and_is_never_logged() {
+    let Some(mut entra) = start_entra_service(Duration::from_secs(3600)).await else {
+        return;
+    };
+    let (app, tokens, cluster) = (&entra.app, &entra.tokens, &entra.cluster);
+    let oid = app.connected_user().await;
+    assert_eq!(app.do_work(&oid, Value::Null).await.status(), 200);
+    let admin = sqlx::PgPool::connect(&cluster.admin_url("postgres"))
+        .await
+        .unwrap();
+    let alter = |change: String| {
+        let admin = admin.clone();
+        async move {
+            let statement = format!("ALTER ROLE \"{ROLE}\" {change}");
+            sqlx::query(&statement).execute(&admin).await.unwrap();
+        }
+    };
+    for (refusal, change) in [
+        // Postgres's own password expiry stands in for the token's.
+        ("an expired token", "VALID UNTIL '2000-01-01'".to_owned()),
+        (
+            "a rejected token",
+            "VALID UNTIL 'infinity' PASSWORD 'not-the-token'".to_owned(),
+        ),
+    ] {
+        alter(change).await;
+        cut_connections(&admin).await;
+        let response = app.do_work(&oid, Value::Null).await;
+        let status = response.status();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 503, "{refusal}: {body}\n{}", entra.service.output());
+        assert!(retry_after.is_some(), "{refusal}: no Retry-After");
+        assert_no_token_in(&body, tokens, app);
+    }
+    let failures = cluster
+        .server_log()
+        .matches("password authentication failed")
+        .count();
+    assert!(failures >= 2, "{}", cluster.server_log());
+
+    // The role accepts the token again: new connections sign in, do-work serves.
+    let token = tokens.lock().unwrap().last().cloned().unwrap();
+    alter(format!("PASSWORD '{token}'")).await;
+    assert_eq!(app.do_work(&oid, Value::Null).await.status(), 200);
+    entra.service.assert_running();
+    assert_no_token_in(&entra.service.output(), tokens, app);
 }
 
 /// Starts the service with `settings` on top of the entra ones and expects it to exit

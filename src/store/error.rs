@@ -1,9 +1,20 @@
 //! Why a store operation failed, and which failures are worth a retry.
+//!
+//! A failure is judged by where it happened and by its kind (the sqlx variant, the SQLSTATE),
+//! never by the driver's message text. Getting a connection from the pool
+//! ([`StoreError::connecting`]) fails only when a new connection could not be opened: the
+//! server refused or cut it (TCP, TLS, the startup handshake), refused its sign-in (under
+//! `OBOVAULT_DATABASE_AUTH=entra` an expired or rejected token is the password), is starting
+//! or out of connections, or the pool waited too long. All of that is the database being
+//! unavailable for now. A statement that fails on a connection already open
+//! (`From<sqlx::Error>`) is unavailable only for connection loss and the few SQLSTATEs that a
+//! retry cures; anything else is a bug or a broken schema.
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database is unreachable, restarting, or out of connections; retry later.
+    /// The database is unreachable, restarting, refusing sign-in or out of connections;
+    /// retry later.
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
     /// Anything else: a bug or a broken schema.
@@ -11,7 +22,38 @@ pub enum StoreError {
     Other(#[source] anyhow::Error),
 }
 
+impl StoreError {
+    /// The pool gave no connection: `Unavailable` for every way the server can refuse or cut
+    /// a new connection; `Other` for a local misconfiguration (e.g. an unreadable
+    /// `sslrootcert`) or a SQLSTATE that no retry cures (e.g. no such database).
+    pub(crate) fn connecting(error: sqlx::Error) -> Self {
+        let refused = match &error {
+            // Refused or reset, a TLS handshake cut or refused, a startup or SASL exchange
+            // that ended early (a cut while TLS is negotiated is a `Protocol` error: sqlx
+            // reads the answer to its SSLRequest from a socket that closed).
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or_default();
+                refuses_sign_in(code) || is_transient(code)
+            }
+            _ => false,
+        };
+        if refused {
+            Self::Unavailable(error)
+        } else {
+            Self::Other(anyhow::Error::new(error).context("cannot open a database connection"))
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
+    /// A statement's failure on a connection already open.
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::Io(_)
@@ -19,13 +61,7 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Tls(_) => Self::Unavailable(error),
-            sqlx::Error::Database(db) if is_transient_database_error(db.as_ref()) => {
-                Self::Unavailable(error)
-            }
-            // A connection cut while TLS is being negotiated: sqlx reads the server's one-byte
-            // answer to its SSLRequest from a socket that closed and reports a protocol error
-            // ("unexpected response from SSLRequest: 0x00"), not an I/O one.
-            sqlx::Error::Protocol(message) if message.contains("SSLRequest") => {
+            sqlx::Error::Database(db) if is_transient(db.code().as_deref().unwrap_or_default()) => {
                 Self::Unavailable(error)
             }
             _ => Self::Other(anyhow::Error::new(error)),
@@ -41,12 +77,18 @@ pub(super) fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
     }
 }
 
-fn is_transient_database_error(error: &dyn sqlx::error::DatabaseError) -> bool {
-    let code = error.code();
-    let code = code.as_deref().unwrap_or_default();
-    // Postgres: 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now,
-    // 08xxx connection exceptions, 40001/40P01 serialization/deadlock.
-    // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (and their extended codes).
+/// Postgres's answers to a sign-in it refuses, or to a server that cannot take one more
+/// connection: class 28 (28000 invalid authorization, 28P01 invalid password: what Azure
+/// Database for PostgreSQL answers to an expired or rejected Entra token) and 53300
+/// too_many_connections. Only a connection's start can fail so.
+fn refuses_sign_in(code: &str) -> bool {
+    code.starts_with("28") || code == "53300"
+}
+
+/// SQLSTATEs that a retry cures. Postgres: 57P01 admin shutdown, 57P02 crash shutdown, 57P03
+/// cannot connect now, 08xxx connection exceptions, 40001/40P01 serialization/deadlock.
+/// SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (and their extended codes).
+fn is_transient(code: &str) -> bool {
     code.starts_with("57P")
         || code.starts_with("08")
         || code == "40001"
@@ -58,14 +100,4 @@ fn is_transient_database_error(error: &dyn sqlx::error::DatabaseError) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::StoreError;
-
-    #[test]
-    fn a_connection_cut_during_tls_negotiation_is_unavailable() {
-        let cut = sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into());
-        assert!(matches!(StoreError::from(cut), StoreError::Unavailable(_)));
-        let other = sqlx::Error::Protocol("unknown message type: 'x'".into());
-        assert!(matches!(StoreError::from(other), StoreError::Other(_)));
-    }
-}
+mod tests;

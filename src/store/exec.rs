@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use sqlx::{Arguments as _, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{Arguments as _, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::dialect::{Dialect, Param};
 use super::rows::{RawAccess, RawRecord, Summary};
@@ -135,17 +135,6 @@ fn query_error_type(error: &sqlx::Error) -> &'static str {
         sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => "decode",
         _ => "other",
     }
-}
-
-/// Runs a statement on a pooled connection, outside any transaction; how many rows it
-/// changed.
-pub(crate) async fn execute_pooled<D: Exec>(
-    pool: &Pool<D::Db>,
-    statement: &'static str,
-    params: &[Param<'_>],
-) -> Result<u64, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    D::execute(&mut conn, statement, params).await
 }
 
 /// Decodes a row of the dialect's driver as `O`.

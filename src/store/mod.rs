@@ -26,6 +26,7 @@ mod harness;
 mod lease_tests;
 #[cfg(test)]
 mod plan_tests;
+mod pooled;
 mod postgres;
 mod records;
 mod rows;
@@ -44,7 +45,8 @@ use crate::domain::UserKey;
 
 pub(crate) use dialect::{Dialect, Param};
 pub use error::StoreError;
-pub(crate) use exec::{execute_pooled, Conn, Exec, StoreBackend};
+pub(crate) use exec::{Conn, Exec, StoreBackend};
+pub(crate) use pooled::{connection, execute_pooled, transaction};
 pub use records::*;
 pub(crate) use sql_store::SqlStore;
 

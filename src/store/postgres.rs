@@ -12,6 +12,7 @@ use sqlx::PgPool;
 
 use super::dialect::Dialect;
 use super::exec::StoreBackend;
+use super::pooled::{connection, transaction};
 use super::{sql, AccessRecord, GrantSave, StoreError};
 use crate::config::DatabaseAuth;
 use crate::events::outbox;
@@ -92,9 +93,15 @@ pub(crate) async fn open(url: &SecretString, auth: &DatabaseAuth) -> Result<PgPo
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(base);
-    let migrated = MIGRATOR.run(&migrating).await;
+    let migrated = match connection(&migrating).await {
+        Ok(mut conn) => MIGRATOR
+            .run_direct(&mut *conn)
+            .await
+            .map_err(super::error::migrate_error),
+        Err(error) => Err(error),
+    };
     migrating.close().await;
-    migrated.map_err(super::error::migrate_error)?;
+    migrated?;
     if let Some(renewal) = renewal {
         renewal.spawn(&pool);
     }
@@ -165,7 +172,7 @@ impl Dialect for PostgresDialect {
             .bind(texts(|s| &s.grant.key_version))
             .bind(refreshed_at)
             .bind(owner)
-            .fetch_all(pool)
+            .fetch_all(&mut *connection(pool).await?)
             .await?;
         let mut saved = vec![false; saves.len()];
         for position in positions {
@@ -194,7 +201,7 @@ impl Dialect for PostgresDialect {
         };
         let tenants = texts(|r| r.key.tenant_id.as_str());
         let users = texts(|r| r.key.user_id.as_str());
-        let mut tx = pool.begin().await?;
+        let mut tx = transaction(pool).await?;
         sqlx::query(INSERT_ACCESSES)
             .bind(&tenants)
             .bind(&users)

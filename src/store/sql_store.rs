@@ -12,7 +12,8 @@ use tokio::sync::Notify;
 use tracing::instrument;
 
 use super::dialect::{Dialect, Param};
-use super::exec::{execute_pooled, StoreBackend};
+use super::exec::StoreBackend;
+use super::pooled::{connection, execute_pooled, transaction};
 use super::rows::{claimed, refused_lease, RawAccess, RawRecord, Summary};
 use super::{sql, AccessRecord, Claimed, Connected, DueClaim, Failure, GrantSave, Lease};
 use super::{KeyVersionCount, LeaseAttempt, SealedGrant, StatusReport, StoreError};
@@ -70,7 +71,7 @@ impl<D: StoreBackend> SqlStore<D> {
             // No `$8`.
             None => (sql::RECONNECT, &params[..7]),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction(&self.pool).await?;
         let raw: Option<RawRecord<D>> = D::all(&mut tx, statement, params).await?.pop();
         let event = || NewEvent::connected(key, first_revision.is_none());
         self.emitter.commit::<D>(tx, raw.is_some(), event).await?;
@@ -79,7 +80,7 @@ impl<D: StoreBackend> SqlStore<D> {
 
     /// Runs `sql::FIND`.
     async fn find_row(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = connection(&self.pool).await?;
         let raw: Option<RawRecord<D>> = D::all(&mut conn, sql::FIND, &[Param::Row(key.into())])
             .await?
             .pop();
@@ -97,7 +98,7 @@ impl<D: StoreBackend> SqlStore<D> {
             Param::Text(&lease.owner),
             Param::Span(lease.duration),
         ];
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = connection(&self.pool).await?;
         let raw: Option<RawRecord<D>> = D::all(&mut conn, D::SQL.acquire_lease, &params)
             .await?
             .pop();
@@ -235,7 +236,7 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
             Param::Text(reason),
             Param::Text(owner),
         ];
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction(&self.pool).await?;
         let marked = D::execute(&mut tx, sql::MARK_REAUTH_REQUIRED, &params).await? == 1;
         let event = || NewEvent::reauth_required(key, reason);
         self.emitter.commit::<D>(tx, marked, event).await?;
@@ -260,7 +261,7 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
 
     #[instrument(skip_all)]
     async fn key_names(&self) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = connection(&self.pool).await?;
         let names: Vec<(String,)> = D::all(&mut conn, sql::KEY_NAMES, &[]).await?;
         Ok(names.into_iter().map(|(name,)| name).collect())
     }
@@ -278,7 +279,7 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
             Param::Span(claim.lease.duration),
             Param::BigInt(claim.limit),
         ];
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = connection(&self.pool).await?;
         let raws: Vec<RawRecord<D>> = D::all(&mut conn, D::SQL.claim_due, &params).await?;
         Ok(claimed(raws))
     }
@@ -298,14 +299,14 @@ impl<D: StoreBackend> TokenStore for SqlStore<D> {
         limit: i64,
     ) -> Result<Vec<AccessRecord>, StoreError> {
         let params = [Param::Row(key.into()), Param::BigInt(limit.max(0))];
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = connection(&self.pool).await?;
         let raws: Vec<RawAccess<D>> = D::all(&mut conn, sql::RECENT_ACCESSES, &params).await?;
         raws.into_iter().map(RawAccess::into_access).collect()
     }
 
     #[instrument(skip_all)]
     async fn status_report(&self) -> Result<StatusReport, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = connection(&self.pool).await?;
         let by_status = D::all(&mut conn, sql::COUNT_BY_STATUS, &[]).await?;
         let by_key_version: Vec<(String, String, i64)> =
             D::all(&mut conn, sql::COUNT_BY_KEY_VERSION, &[]).await?;

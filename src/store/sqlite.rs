@@ -16,6 +16,7 @@ use sqlx::SqlitePool;
 
 use super::dialect::{Dialect, Param};
 use super::exec::{Conn, Exec as _, StoreBackend};
+use super::pooled::{connection, transaction};
 use super::rows::distinct_users;
 use super::{sql, AccessRecord, GrantSave, RowId, StoreError};
 use crate::events::outbox;
@@ -104,12 +105,12 @@ impl Dialect for SqliteDialect {
     ) -> Result<Vec<bool>, StoreError> {
         if let [save] = saves {
             // A single statement is atomic on its own: no transaction needed.
-            let mut conn = pool.acquire().await?;
+            let mut conn = connection(pool).await?;
             return Ok(vec![save_grant(&mut conn, save, owner).await?]);
         }
         // The first statement writes, so the transaction takes the write lock up front rather
         // than upgrading from a read snapshot.
-        let mut tx = pool.begin().await?;
+        let mut tx = transaction(pool).await?;
         let mut saved = Vec::with_capacity(saves.len());
         for save in saves {
             saved.push(save_grant(&mut tx, save, owner).await?);
@@ -127,7 +128,7 @@ impl Dialect for SqliteDialect {
     ) -> Result<(), StoreError> {
         // The first statement writes, so the transaction takes the write lock up front
         // (waiting under busy_timeout) rather than upgrading from a read snapshot.
-        let mut tx = pool.begin().await?;
+        let mut tx = transaction(pool).await?;
         for access in records {
             let params = [
                 Param::Row(RowId::from(&access.key)),

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use crate::domain::UserKey;
 use crate::events::{DisconnectedBy, NewEvent};
-use crate::store::{Conn, Exec, Param, StoreBackend, StoreError};
+use crate::store::{transaction, Conn, Exec, Param, StoreBackend, StoreError};
 
 /// Whether grant changes write events, and whom to tell when they did.
 #[derive(Clone, Debug, Default)]
@@ -83,7 +83,7 @@ pub(crate) async fn delete_user<D: StoreBackend>(
     key: &UserKey,
     by: DisconnectedBy,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = transaction(pool).await?;
     let params = [Param::Row(key.into())];
     let existed = D::execute(&mut tx, super::sql::DELETE_USER, &params).await? > 0;
     emitter

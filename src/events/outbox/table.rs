@@ -14,7 +14,7 @@ use super::{dropped, pending, sql, Counts, DroppedRow, Emitter, Now, PendingRow}
 use super::{DroppedEvent, EventClaim, EventStore, OutboxReport, PendingEvent, Purged};
 use crate::domain::{TenantId, UserId, UserKey};
 use crate::events::{DisconnectedBy, NewEvent};
-use crate::store::{execute_pooled, Param, StoreBackend, StoreError};
+use crate::store::{connection, execute_pooled, transaction, Param, StoreBackend, StoreError};
 
 /// The outbox in the store's database.
 pub(crate) struct SqlEvents<D: StoreBackend> {
@@ -41,7 +41,7 @@ impl<D: StoreBackend> EventStore for SqlEvents<D> {
     }
 
     async fn clock(&self) -> Result<DateTime<Utc>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = connection(&self.pool).await?;
         let now: Option<Now<D>> = D::all(&mut conn, D::OUTBOX.clock, &[]).await?.pop();
         D::event_unstamp(now.ok_or(sqlx::Error::RowNotFound)?.now)
     }
@@ -53,7 +53,7 @@ impl<D: StoreBackend> EventStore for SqlEvents<D> {
             Param::BigInt(claim.limit),
             Param::EventTime(claim.retry_attempted_before),
         ];
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = connection(&self.pool).await?;
         let rows: Vec<PendingRow> = D::all(&mut conn, D::OUTBOX.claim, &params).await?;
         Ok(rows.into_iter().map(pending).collect())
     }
@@ -84,13 +84,13 @@ impl<D: StoreBackend> EventStore for SqlEvents<D> {
 
     async fn drop_expired(&self, max_age: Duration) -> Result<Vec<DroppedEvent>, StoreError> {
         let params = [Param::Seconds(max_age.as_secs_f64())];
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = connection(&self.pool).await?;
         let rows: Vec<DroppedRow> = D::all(&mut conn, D::OUTBOX.drop_expired, &params).await?;
         Ok(rows.into_iter().map(dropped).collect())
     }
 
     async fn report(&self) -> Result<OutboxReport, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = connection(&self.pool).await?;
         let counts: Option<Counts<D>> = D::all(&mut conn, sql::REPORT, &[]).await?.pop();
         let counts = counts.ok_or(sqlx::Error::RowNotFound)?;
         let last_error: Option<(String,)> = D::all(&mut conn, sql::LAST_ERROR, &[]).await?.pop();
@@ -108,7 +108,7 @@ impl<D: StoreBackend> EventStore for SqlEvents<D> {
     }
 
     async fn purge_tenant(&self, tenant: &TenantId) -> Result<Purged, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = transaction(&self.pool).await?;
         let users: Vec<(String,)> =
             D::all(&mut tx, sql::DELETE_TENANT, &[Param::Text(tenant.as_str())]).await?;
         let mut events = 0;

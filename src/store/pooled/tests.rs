@@ -1,0 +1,78 @@
+//! Real failures to connect, each judged by its kind: a server that cuts the connection
+//! while TLS is negotiated, a port where nothing listens, a sign-in the server refuses.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use secrecy::ExposeSecret as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::PgPool;
+use tokio::io::AsyncReadExt as _;
+
+use super::connection;
+use crate::store::StoreError;
+
+fn pool(options: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy_with(options)
+}
+
+fn local(port: u16) -> PgConnectOptions {
+    PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username("obo")
+}
+
+#[tokio::test]
+async fn a_cut_while_tls_is_negotiated_is_unavailable() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Reads each SSLRequest (8 bytes) and closes without an answer, as a server (or a load
+    // balancer in front of it) that goes away mid-handshake.
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 8];
+            let _ = socket.read_exact(&mut request).await;
+        }
+    });
+    let error = connection(&pool(local(port).ssl_mode(PgSslMode::Require)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::Unavailable(sqlx::Error::Protocol(_))),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_port_where_nothing_listens_is_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
+    // sqlx retries a refused connection until the acquire timeout.
+    let error = connection(&pool(local(port))).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_sign_in_is_unavailable() {
+    crate::store::harness::with_postgres(|url| async move {
+        let options = PgConnectOptions::from_str(url.expose_secret())
+            .unwrap()
+            .username("no-such-role");
+        let error = connection(&pool(options)).await.unwrap_err();
+        // 28000 invalid_authorization_specification: role "no-such-role" does not exist.
+        let code = match &error {
+            StoreError::Unavailable(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        assert_eq!(code.as_deref(), Some("28000"), "{error:?}");
+    })
+    .await;
+}
