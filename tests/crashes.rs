@@ -184,10 +184,7 @@ async fn kill_during_setup(backend: Backend) {
         if app.row(oid).await.is_some() {
             stored += 1;
             // The token opens and is the one Entra still accepts.
-            assert_eq!(
-                Some(app.stored_refresh_token(oid).await),
-                app.stack.entra.latest_refresh_token(&app.tenant(), oid)
-            );
+            app.assert_holds_the_latest_refresh_token(oid).await;
         } else {
             assert!(answer.is_none(), "{oid} got {answer:?} but has no row");
             assert_eq!(app.post_setup(&app.user_token(oid)).await.status(), 201);
@@ -196,10 +193,7 @@ async fn kill_during_setup(backend: Backend) {
     let work = join_all(users.iter().map(|oid| app.do_work(oid, Value::Null))).await;
     assert!(work.iter().all(|r| r.status() == 200));
     for oid in &users {
-        assert_eq!(
-            Some(app.stored_refresh_token(oid).await),
-            app.stack.entra.latest_refresh_token(&app.tenant(), oid)
-        );
+        app.assert_holds_the_latest_refresh_token(oid).await;
     }
     eprintln!(
         "kill during setup ({backend:?}): {}; {stored} rows stored before the kills; all \
@@ -285,10 +279,7 @@ async fn kill_during_do_work(backend: Backend) {
         let row = app.row(oid).await.unwrap();
         assert_eq!(row.status.as_str(), "active");
         assert!(row.lease_owner.is_none());
-        assert_eq!(
-            Some(app.stored_refresh_token(oid).await),
-            app.stack.entra.latest_refresh_token(&app.tenant(), oid)
-        );
+        app.assert_holds_the_latest_refresh_token(oid).await;
     }
     eprintln!(
         "kill during do-work ({backend:?}): {}; all {} users 200 after restart in {:?}",

@@ -25,7 +25,7 @@ use emulators::{NewIdentityToken, DEFAULT_MANAGED_IDENTITY_CLIENT_ID};
 use serde_json::{json, Value};
 
 use cluster::PrivateCluster;
-use helpers::{spawn_app, Backend, TestApp};
+use helpers::{do_work_request, spawn_app, Backend, TestApp};
 use service_process::ServiceProcess;
 
 const POSTGRES_RESOURCE: &str = "https://ossrdbms-aad.database.windows.net";
@@ -104,10 +104,7 @@ async fn do_work_burst(app: &TestApp, oid: &str, until: Instant, concurrency: us
         tasks.push(tokio::spawn(async move {
             let mut statuses = Vec::new();
             while Instant::now() < until {
-                let answer = client
-                    .post(format!("{address}/api/do-work"))
-                    .bearer_auth(&token)
-                    .json(&body)
+                let answer = do_work_request(&client, &address, &token, &body)
                     .send()
                     .await
                     .unwrap();

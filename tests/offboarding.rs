@@ -358,17 +358,10 @@ async fn tenants_purge_with_delete_key_shreds_every_copy(app: TestApp) {
         .version(&row.key_name, &row.key_version)
         .await
         .is_err());
-    let application = obo_vault::startup::Application::bind(0, fresh.clone())
-        .await
-        .unwrap();
-    let address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until(std::future::pending()));
+    let address = helpers::serve(fresh.clone()).await;
     let calls_before = app.stack.downstream.stats();
-    let response = app
-        .client
-        .post(format!("{address}/api/do-work"))
-        .bearer_auth(app.workload_token())
-        .json(&serde_json::json!({ "tenantId": OTHER_TENANT, "userId": gone[0] }))
+    let body = serde_json::json!({ "tenantId": OTHER_TENANT, "userId": gone[0] });
+    let response = helpers::do_work_request(&app.client, &address, &app.workload_token(), &body)
         .send()
         .await
         .unwrap();

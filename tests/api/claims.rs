@@ -65,10 +65,7 @@ async fn a_claims_challenge_is_answered_with_one_redemption_and_one_retry(app: T
         .unwrap();
     assert_eq!(body["status"], 200);
     assert_eq!(app.stack.entra.stats().refresh_grants, 0);
-    assert_eq!(
-        Some(app.stored_refresh_token(&oid).await),
-        app.stack.entra.latest_refresh_token(&app.tenant(), &oid)
-    );
+    app.assert_holds_the_latest_refresh_token(&oid).await;
 }
 
 async fn a_challenge_entra_refuses_is_409_with_the_claims_and_no_second_retry(app: TestApp) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use emulators::{Fault, FaultKind};
 use serde_json::{json, Value};
 
-use crate::helpers::{new_user, TestApp};
+use crate::helpers::{do_work_request, new_user, TestApp};
 
 async fn a_connected_user_gets_the_downstream_echo_and_the_token_rotates(app: TestApp) {
     let oid = app.connected_user().await;
@@ -81,10 +81,7 @@ async fn concurrent_cold_calls_cause_exactly_one_refresh(app: TestApp) {
     let stats = app.stack.entra.stats();
     assert_eq!(stats.refresh_grants, 1);
     assert_eq!(stats.failed_grants, 0);
-    assert_eq!(
-        Some(app.stored_refresh_token(&oid).await),
-        app.stack.entra.latest_refresh_token(&app.tenant(), &oid)
-    );
+    app.assert_holds_the_latest_refresh_token(&oid).await;
 }
 
 async fn two_instances_share_one_refresh_through_the_lease(app: TestApp) {
@@ -96,12 +93,7 @@ async fn two_instances_share_one_refresh_through_the_lease(app: TestApp) {
     app.stack.entra.set_strict_single_use(true);
     app.stack.entra.set_latency(Duration::from_millis(200));
     app.stack.entra.reset_stats();
-    let second = crate::helpers::build_app(&app.stack, &app.database.url, &[]).await;
-    let application = obo_vault::startup::Application::bind(0, second)
-        .await
-        .unwrap();
-    let second_address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until(std::future::pending()));
+    let second_address = app.second_instance(&[]).await;
     let token = app.workload_token();
     let calls = (0..30).map(|i| {
         let address = if i % 2 == 0 {
@@ -110,11 +102,7 @@ async fn two_instances_share_one_refresh_through_the_lease(app: TestApp) {
             &second_address
         };
         let body = json!({"tenantId": app.tenant(), "userId": users[i % 3]});
-        app.client
-            .post(format!("{address}/api/do-work"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
+        do_work_request(&app.client, address, &token, &body).send()
     });
     for response in futures::future::join_all(calls).await {
         assert_eq!(response.unwrap().status(), 200);
@@ -127,10 +115,7 @@ async fn two_instances_share_one_refresh_through_the_lease(app: TestApp) {
     // At most one refresh per user per instance (each keeps its own access-token cache).
     assert!(stats.refresh_grants <= 6, "{stats:?}");
     for oid in &users {
-        assert_eq!(
-            Some(app.stored_refresh_token(oid).await),
-            app.stack.entra.latest_refresh_token(&app.tenant(), oid)
-        );
+        app.assert_holds_the_latest_refresh_token(oid).await;
     }
 }
 
@@ -275,13 +260,11 @@ async fn bad_paths_and_bodies_are_refused_and_call_nothing(app: TestApp) {
         assert_eq!(body["error"], code, "{request}");
     }
     let bad_ids = app
-        .client
-        .post(format!("{}/api/do-work", app.address))
-        .bearer_auth(app.workload_token())
-        .json(&json!({"tenantId": "common", "userId": oid}))
-        .send()
-        .await
-        .unwrap();
+        .do_work_body(
+            &app.workload_token(),
+            &json!({"tenantId": "common", "userId": oid}),
+        )
+        .await;
     assert_eq!(bad_ids.status(), 400);
     assert_eq!(app.stack.entra.stats().refresh_grants, 0);
     assert_eq!(app.stack.downstream.stats().requests, 0);
@@ -332,10 +315,7 @@ async fn a_hanging_downstream_api_gets_504_within_the_timeout(app: TestApp) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "upstream_timeout");
     // The refresh that ran before the hang was still saved.
-    assert_eq!(
-        Some(app.stored_refresh_token(&oid).await),
-        app.stack.entra.latest_refresh_token(&app.tenant(), &oid)
-    );
+    app.assert_holds_the_latest_refresh_token(&oid).await;
 }
 
 crate::on_both_backends!(

@@ -5,7 +5,7 @@
 use emulators::{AppTokenSpec, GrantKind, Stack, StackOptions, DEFAULT_DOWNSTREAM_RESOURCE};
 use serde_json::{json, Value};
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{do_work_request, Backend, TestApp};
 
 /// The second API's resource (audience).
 pub(crate) const CRM_RESOURCE: &str = "https://crm.obo-vault.test";
@@ -71,13 +71,7 @@ pub(crate) async fn call(
     if !request.is_null() {
         body["request"] = request;
     }
-    app.client
-        .post(format!("{}/api/do-work", app.address))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.do_work_body(token, &body).await
 }
 
 fn crm(app: &TestApp) -> &emulators::DownstreamEmulator {
@@ -179,13 +173,11 @@ async fn an_unknown_name_or_another_downstreams_path_redeems_nothing(app: TestAp
         assert_eq!(body["error"], error, "{downstream:?}: {body}");
     }
     let numeric = app
-        .client
-        .post(format!("{}/api/do-work", app.address))
-        .bearer_auth(&token)
-        .json(&json!({"tenantId": app.tenant(), "userId": oid, "downstream": 1}))
-        .send()
-        .await
-        .unwrap();
+        .do_work_body(
+            &token,
+            &json!({"tenantId": app.tenant(), "userId": oid, "downstream": 1}),
+        )
+        .await;
     assert_eq!(numeric.status(), 400);
     assert_eq!(app.stack.entra.stats().refresh_grants, 0);
     assert_eq!(app.stack.entra.stats().failed_grants, 0);
@@ -219,10 +211,7 @@ async fn alternating_warm_calls_redeem_once_per_downstream(app: TestApp) {
         ),
         (6, 6)
     );
-    assert_eq!(
-        Some(app.stored_refresh_token(&oid).await),
-        app.stack.entra.latest_refresh_token(&app.tenant(), &oid)
-    );
+    app.assert_holds_the_latest_refresh_token(&oid).await;
 }
 
 async fn concurrent_cold_calls_to_both_downstreams_redeem_one_at_a_time(app: TestApp) {
@@ -248,10 +237,7 @@ async fn concurrent_cold_calls_to_both_downstreams_redeem_one_at_a_time(app: Tes
         (2, 0),
         "{stats:?}"
     );
-    assert_eq!(
-        Some(app.stored_refresh_token(&oid).await),
-        app.stack.entra.latest_refresh_token(&app.tenant(), &oid)
-    );
+    app.assert_holds_the_latest_refresh_token(&oid).await;
 }
 
 async fn two_instances_calling_both_downstreams_never_double_redeem(app: TestApp) {
@@ -274,12 +260,7 @@ async fn two_instances_calling_both_downstreams_never_double_redeem(app: TestApp
     )
     .collect();
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let second = crate::helpers::build_app(&app.stack, &app.database.url, &pairs).await;
-    let application = obo_vault::startup::Application::bind(0, second)
-        .await
-        .unwrap();
-    let second_address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until(std::future::pending()));
+    let second_address = app.second_instance(&pairs).await;
     let token = app.workload_token();
     let calls = (0..20).map(|i| {
         let address = if i % 4 < 2 {
@@ -288,11 +269,8 @@ async fn two_instances_calling_both_downstreams_never_double_redeem(app: TestApp
             &second_address
         };
         let name = if i % 2 == 0 { "graph" } else { "crm-api" };
-        app.client
-            .post(format!("{address}/api/do-work"))
-            .bearer_auth(&token)
-            .json(&json!({"tenantId": app.tenant(), "userId": oid, "downstream": name}))
-            .send()
+        let body = json!({"tenantId": app.tenant(), "userId": oid, "downstream": name});
+        do_work_request(&app.client, address, &token, &body).send()
     });
     for response in futures::future::join_all(calls).await {
         let response = response.unwrap();
@@ -305,10 +283,7 @@ async fn two_instances_calling_both_downstreams_never_double_redeem(app: TestApp
     );
     // At most one redemption per downstream per instance (each has its own cache).
     assert!((2..=4).contains(&stats.refresh_grants), "{stats:?}");
-    assert_eq!(
-        Some(app.stored_refresh_token(&oid).await),
-        app.stack.entra.latest_refresh_token(&app.tenant(), &oid)
-    );
+    app.assert_holds_the_latest_refresh_token(&oid).await;
 }
 
 async fn missing_consent_for_one_downstream_leaves_the_other_working(app: TestApp) {

@@ -186,11 +186,7 @@ pub(crate) async fn spawn_app_on_stack(
         .collect();
     let app = build_app(&stack, &database.url, &overrides).await;
     let store = app.store.clone();
-    let application = obo_vault::startup::Application::bind(0, app.clone())
-        .await
-        .unwrap();
-    let address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until(std::future::pending()));
+    let address = serve(app.clone()).await;
     Some(TestApp {
         stack,
         address,
@@ -200,6 +196,28 @@ pub(crate) async fn spawn_app_on_stack(
         database,
         backend,
     })
+}
+
+/// Serves `app` on a free port of 127.0.0.1 until the test ends; its address.
+pub(crate) async fn serve(app: Arc<App>) -> String {
+    let application = obo_vault::startup::Application::bind(0, app).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until(std::future::pending()));
+    address
+}
+
+/// `body` posted to `{address}/api/do-work` with `token` as the bearer: the do-work request
+/// of every test, sent where and when the test needs it.
+pub(crate) fn do_work_request(
+    client: &reqwest::Client,
+    address: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{address}/api/do-work"))
+        .bearer_auth(token)
+        .json(body)
 }
 
 /// Builds another service instance over the same emulators and database (a second Functions
@@ -302,13 +320,34 @@ impl TestApp {
         if !request.is_null() {
             body["request"] = request;
         }
-        self.client
-            .post(format!("{}/api/do-work", self.address))
-            .bearer_auth(token)
-            .json(&body)
+        self.do_work_body(token, &body).await
+    }
+
+    /// do-work on this instance with a body of the test's own making.
+    pub(crate) async fn do_work_body(
+        &self,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        do_work_request(&self.client, &self.address, token, body)
             .send()
             .await
             .unwrap()
+    }
+
+    /// Another instance over the same emulators and database, with `overrides`, served; its
+    /// address.
+    pub(crate) async fn second_instance(&self, overrides: &[(&str, &str)]) -> String {
+        serve(build_app(&self.stack, &self.database.url, overrides).await).await
+    }
+
+    /// The row of `oid` holds the refresh token Entra issued last: none lost, none stale.
+    pub(crate) async fn assert_holds_the_latest_refresh_token(&self, oid: &str) {
+        assert_eq!(
+            Some(self.stored_refresh_token(oid).await),
+            self.stack.entra.latest_refresh_token(&self.tenant(), oid),
+            "the row of {oid} does not hold Entra's latest refresh token"
+        );
     }
 
     /// Invokes the timer as the Functions host does and returns the raw answer.

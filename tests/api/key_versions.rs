@@ -8,7 +8,7 @@ use std::time::Duration;
 use obo_vault::app::App;
 use serde_json::{json, Value};
 
-use crate::helpers::{build_app, new_user, summary_count, TestApp, LOGS};
+use crate::helpers::{build_app, do_work_request, new_user, summary_count, TestApp, LOGS};
 
 /// Another service instance (its own caches) over the same emulators and database.
 struct Instance {
@@ -20,11 +20,7 @@ struct Instance {
 impl Instance {
     async fn start(test: &TestApp) -> Self {
         let app = build_app(&test.stack, &test.database.url, &[]).await;
-        let application = obo_vault::startup::Application::bind(0, app.clone())
-            .await
-            .unwrap();
-        let address = format!("http://127.0.0.1:{}", application.port());
-        tokio::spawn(application.run_until(std::future::pending()));
+        let address = crate::helpers::serve(app.clone()).await;
         Self {
             address,
             app,
@@ -42,10 +38,8 @@ impl Instance {
     }
 
     async fn do_work(&self, test: &TestApp, oid: &str) -> reqwest::Response {
-        self.client
-            .post(format!("{}/api/do-work", self.address))
-            .bearer_auth(test.workload_token())
-            .json(&json!({ "tenantId": test.tenant(), "userId": oid }))
+        let body = json!({ "tenantId": test.tenant(), "userId": oid });
+        do_work_request(&self.client, &self.address, &test.workload_token(), &body)
             .send()
             .await
             .unwrap()

@@ -8,7 +8,7 @@ use emulators::{Fault, FaultKind};
 use obo_vault::usecase::refresh_all::{self, RunOptions};
 use serde_json::Value;
 
-use crate::helpers::{build_app, spawn_app_with, Backend, TestApp};
+use crate::helpers::{do_work_request, spawn_app_with, Backend, TestApp};
 
 /// do-work redeems a revoked grant while setup connects the user again: its reauth mark does
 /// not apply (the row moved on), so it uses the new grant and answers 200, not 409.
@@ -27,10 +27,7 @@ async fn a_grant_replaced_while_found_dead_is_used_not_reported(app: TestApp) {
         );
         let body = serde_json::json!({"tenantId": app.tenant(), "userId": oid});
         tokio::spawn(async move {
-            client
-                .post(format!("{address}/api/do-work"))
-                .bearer_auth(token)
-                .json(&body)
+            do_work_request(&client, &address, &token, &body)
                 .send()
                 .await
                 .unwrap()
@@ -53,10 +50,7 @@ async fn a_grant_replaced_while_found_dead_is_used_not_reported(app: TestApp) {
     assert_eq!(body["status"], 200, "{body}");
     let row = app.row(&oid).await.unwrap();
     assert_eq!(row.status.as_str(), "active");
-    assert_eq!(
-        Some(app.stored_refresh_token(&oid).await),
-        app.stack.entra.latest_refresh_token(&app.tenant(), &oid)
-    );
+    app.assert_holds_the_latest_refresh_token(&oid).await;
 }
 
 crate::on_both_backends!(a_grant_replaced_while_found_dead_is_used_not_reported);
@@ -80,12 +74,7 @@ async fn queued_rows_recheck_their_lease_before_redeeming(backend: Backend) {
                 .await,
         );
     }
-    let other = build_app(&app.stack, &app.database.url, SHORT_LEASE).await;
-    let application = obo_vault::startup::Application::bind(0, other)
-        .await
-        .unwrap();
-    let other_address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until(std::future::pending()));
+    let other_address = app.second_instance(SHORT_LEASE).await;
     let token = app.workload_token();
     app.stack.entra.set_strict_single_use(true);
     app.stack.entra.reset_stats();
@@ -107,10 +96,8 @@ async fn queued_rows_recheck_their_lease_before_redeeming(backend: Backend) {
             assert!(Instant::now() < deadline, "no 429 seen");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        app.client
-            .post(format!("{other_address}/api/do-work"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"tenantId": app.tenant(), "userId": users[3]}))
+        let body = serde_json::json!({"tenantId": app.tenant(), "userId": users[3]});
+        do_work_request(&app.client, &other_address, &token, &body)
             .send()
             .await
             .unwrap()
@@ -126,10 +113,7 @@ async fn queued_rows_recheck_their_lease_before_redeeming(backend: Backend) {
     for oid in &users {
         let row = app.row(oid).await.unwrap();
         assert_eq!(row.status.as_str(), "active");
-        assert_eq!(
-            Some(app.stored_refresh_token(oid).await),
-            app.stack.entra.latest_refresh_token(&app.tenant(), oid)
-        );
+        app.assert_holds_the_latest_refresh_token(oid).await;
     }
 }
 

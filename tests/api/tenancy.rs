@@ -49,13 +49,8 @@ async fn connect(app: &TestApp, tenant: &str) -> String {
 
 /// `POST /api/do-work` as `token` for the user (`tenant`, `oid`).
 async fn act(app: &TestApp, token: &str, tenant: &str, oid: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/api/do-work", app.address))
-        .bearer_auth(token)
-        .json(&json!({"tenantId": tenant, "userId": oid}))
-        .send()
+    app.do_work_body(token, &json!({"tenantId": tenant, "userId": oid}))
         .await
-        .unwrap()
 }
 
 /// Asserts a 403 `tenant_not_allowed` that redeemed nothing and called nothing downstream.

@@ -25,18 +25,35 @@ use super::{hex, ReceivedPoint, ReceivedSpan, TelemetryReceiver};
 
 const PROTOBUF: &str = "application/x-protobuf";
 
+/// An export's body admitted (its content type and encoding checked) and decoded as `R`;
+/// the raw payload is kept with it. The answer to send instead when either fails: the
+/// receiver's own (`415`, a refusal), or `400` "not an `name`" for a body that is not an `R`.
+async fn decode<R: prost::Message + Default>(
+    receiver: &TelemetryReceiver,
+    headers: &HeaderMap,
+    body: &Bytes,
+    name: &str,
+) -> Result<(Vec<u8>, R), Box<Response>> {
+    let payload = receiver.admit(headers, body, PROTOBUF).await?;
+    match R::decode(payload.as_slice()) {
+        Ok(request) => Ok((payload, request)),
+        Err(_) => {
+            let answer = (StatusCode::BAD_REQUEST, format!("not an {name}"));
+            Err(Box::new(answer.into_response()))
+        }
+    }
+}
+
 pub(super) async fn traces(
     State(receiver): State<TelemetryReceiver>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = match receiver.admit(&headers, &body, PROTOBUF).await {
-        Ok(payload) => payload,
-        Err(answer) => return *answer,
-    };
-    let Ok(request) = ExportTraceServiceRequest::decode(payload.as_slice()) else {
-        return (StatusCode::BAD_REQUEST, "not an ExportTraceServiceRequest").into_response();
-    };
+    let (payload, request): (_, ExportTraceServiceRequest) =
+        match decode(&receiver, &headers, &body, "ExportTraceServiceRequest").await {
+            Ok(decoded) => decoded,
+            Err(answer) => return *answer,
+        };
     let spans = request
         .resource_spans
         .iter()
@@ -65,17 +82,11 @@ pub(super) async fn metrics(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = match receiver.admit(&headers, &body, PROTOBUF).await {
-        Ok(payload) => payload,
-        Err(answer) => return *answer,
-    };
-    let Ok(request) = ExportMetricsServiceRequest::decode(payload.as_slice()) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "not an ExportMetricsServiceRequest",
-        )
-            .into_response();
-    };
+    let (payload, request): (_, ExportMetricsServiceRequest) =
+        match decode(&receiver, &headers, &body, "ExportMetricsServiceRequest").await {
+            Ok(decoded) => decoded,
+            Err(answer) => return *answer,
+        };
     let mut points = Vec::new();
     for metric in request
         .resource_metrics

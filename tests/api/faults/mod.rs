@@ -103,11 +103,7 @@ struct Instance {
 
 async fn cold_instance(test: &TestApp) -> Instance {
     let app = crate::helpers::build_app(&test.stack, &test.database.url, SETTINGS).await;
-    let application = obo_vault::startup::Application::bind(0, app.clone())
-        .await
-        .unwrap();
-    let address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until(std::future::pending()));
+    let address = crate::helpers::serve(app.clone()).await;
     Instance { app, address }
 }
 
@@ -121,10 +117,8 @@ async fn setup_at(test: &TestApp, address: &str, oid: &str) -> reqwest::Response
 }
 
 async fn do_work_at(test: &TestApp, address: &str, oid: &str) -> reqwest::Response {
-    test.client
-        .post(format!("{address}/api/do-work"))
-        .bearer_auth(test.workload_token())
-        .json(&serde_json::json!({ "tenantId": test.tenant(), "userId": oid }))
+    let body = serde_json::json!({ "tenantId": test.tenant(), "userId": oid });
+    crate::helpers::do_work_request(&test.client, address, &test.workload_token(), &body)
         .send()
         .await
         .unwrap()
