@@ -9,12 +9,16 @@
 //! and `db.query.text`: the statement is a constant with bound parameters, so its text holds
 //! no value; the parameters (sealed tokens, ids) are never recorded.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, StringValue};
+use url::Position;
 
+use super::names;
 use super::server::Scope;
 
 /// Which service an outbound call goes to.
@@ -48,7 +52,7 @@ impl Dependency {
 /// An outbound call in flight.
 pub struct ClientCall {
     cx: Context,
-    scope: std::sync::Arc<Scope>,
+    scope: Arc<Scope>,
     started: Instant,
     attributes: Vec<KeyValue>,
 }
@@ -60,20 +64,21 @@ pub fn start(dependency: Dependency, method: &str, url: &url::Url) -> Option<Cli
     if dependency == Dependency::EntraToken {
         scope.token_requests.fetch_add(1, Ordering::Relaxed);
     }
-    let attributes = vec![
+    // The address is shared by the span and the latency point: counted, not copied.
+    let address: Arc<str> = Arc::from(url.host_str().unwrap_or_default());
+    let mut attributes = Vec::with_capacity(4);
+    attributes.extend([
         KeyValue::new("obovault.dependency", dependency.name()),
-        KeyValue::new("http.request.method", method.to_owned()),
-        KeyValue::new(
-            "server.address",
-            url.host_str().unwrap_or_default().to_owned(),
-        ),
-    ];
-    let mut span_attributes = attributes.clone();
+        KeyValue::new("http.request.method", method_value(method)),
+        KeyValue::new("server.address", address),
+    ]);
+    let mut span_attributes = Vec::with_capacity(5);
+    span_attributes.extend(attributes.iter().cloned());
     span_attributes.push(KeyValue::new("url.full", without_query(url)));
     if let Some(port) = url.port_or_known_default() {
         span_attributes.push(KeyValue::new("server.port", i64::from(port)));
     }
-    let name = format!("{method} {}", dependency.name());
+    let name = names::http(method, dependency);
     Some(ClientCall::begin(
         parent,
         scope,
@@ -87,22 +92,20 @@ pub fn start(dependency: Dependency, method: &str, url: &url::Url) -> Option<Cli
 /// invocation's span, or returns `None` when there is none.
 pub fn start_query(system: &'static str, statement: &'static str) -> Option<ClientCall> {
     let (parent, scope) = traced()?;
-    let operation = statement
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase();
-    let attributes = vec![
+    let operation = names::operation(statement);
+    let mut attributes = Vec::with_capacity(3);
+    attributes.extend([
         KeyValue::new("db.system.name", system),
-        KeyValue::new("db.operation.name", operation.clone()),
-    ];
-    let mut span_attributes = attributes.clone();
+        KeyValue::new("db.operation.name", StringValue::from(operation.clone())),
+    ]);
+    let mut span_attributes = Vec::with_capacity(4);
+    span_attributes.extend(attributes.iter().cloned());
     span_attributes.push(KeyValue::new(
         "obovault.dependency",
         Dependency::Database.name(),
     ));
     span_attributes.push(KeyValue::new("db.query.text", statement.trim()));
-    let name = format!("{operation} {system}");
+    let name = names::query(&operation, system);
     Some(ClientCall::begin(
         parent,
         scope,
@@ -112,10 +115,18 @@ pub fn start_query(system: &'static str, statement: &'static str) -> Option<Clie
     ))
 }
 
+/// `http.request.method`: the standard methods as static strings (no allocation per call).
+pub(super) fn method_value(method: &str) -> StringValue {
+    match names::STANDARD_METHODS.iter().find(|m| **m == method) {
+        Some(standard) => StringValue::from(*standard),
+        None => StringValue::from(method.to_owned()),
+    }
+}
+
 /// The current invocation's context and scope, when the task runs inside a traced one.
-fn traced() -> Option<(Context, std::sync::Arc<Scope>)> {
+fn traced() -> Option<(Context, Arc<Scope>)> {
     Context::map_current(|cx| {
-        cx.get::<std::sync::Arc<Scope>>()
+        cx.get::<Arc<Scope>>()
             .map(|scope| (cx.clone(), scope.clone()))
     })
 }
@@ -123,8 +134,8 @@ fn traced() -> Option<(Context, std::sync::Arc<Scope>)> {
 impl ClientCall {
     fn begin(
         parent: Context,
-        scope: std::sync::Arc<Scope>,
-        name: String,
+        scope: Arc<Scope>,
+        name: Cow<'static, str>,
         span_attributes: Vec<KeyValue>,
         attributes: Vec<KeyValue>,
     ) -> Self {
@@ -188,13 +199,16 @@ impl ClientCall {
     }
 }
 
-/// `scheme://host[:port]/path`: no user info, query or fragment (signatures, codes).
+/// `scheme://host[:port]/path`: no user info, query or fragment (signatures, codes). Sliced
+/// from the parsed URL, which keeps the positions of its parts, instead of re-serialized.
 fn without_query(url: &url::Url) -> String {
-    let mut url = url.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    // Only fails for URLs that cannot have credentials, which then have none.
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.to_string()
+    let host_to_path = &url[Position::BeforeHost..Position::AfterPath];
+    let mut full = String::with_capacity(url.scheme().len() + 3 + host_to_path.len());
+    full.push_str(url.scheme());
+    full.push_str("://");
+    full.push_str(host_to_path);
+    full
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,6 +16,7 @@ mod export;
 mod http_client;
 mod instruments;
 mod logging;
+mod names;
 pub mod server;
 mod settings;
 mod timer;

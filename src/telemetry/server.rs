@@ -18,7 +18,7 @@ use axum::response::Response;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::KeyValue;
+use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use super::Telemetry;
@@ -30,12 +30,15 @@ pub(crate) struct Scope {
     pub(crate) token_requests: AtomicU32,
 }
 
-/// The function an invocation path belongs to: forwarded (`/api/…`) or JSON (`/…`).
-fn function_of(path: &str) -> Option<&'static str> {
-    match path.strip_prefix("/api").unwrap_or(path) {
-        "/setup" => Some("setup"),
-        "/do-work" => Some("do-work"),
-        "/refresh-tokens" if path == "/refresh-tokens" => Some("refresh-tokens"),
+/// The function an invocation path belongs to, and the path as a static string (it is the
+/// route: the routes have no parameters): forwarded (`/api/…`) or JSON (`/…`).
+fn function_of(path: &str) -> Option<(&'static str, &'static str)> {
+    match path {
+        "/api/setup" => Some(("setup", "/api/setup")),
+        "/setup" => Some(("setup", "/setup")),
+        "/api/do-work" => Some(("do-work", "/api/do-work")),
+        "/do-work" => Some(("do-work", "/do-work")),
+        "/refresh-tokens" => Some(("refresh-tokens", "/refresh-tokens")),
         _ => None,
     }
 }
@@ -49,13 +52,13 @@ pub fn traced(router: axum::Router, telemetry: Option<Arc<Telemetry>>) -> axum::
 }
 
 async fn layer(State(telemetry): State<Arc<Telemetry>>, request: Request, next: Next) -> Response {
-    let Some(function) = function_of(request.uri().path()) else {
+    let Some((function, route)) = function_of(request.uri().path()) else {
         return next.run(request).await;
     };
     let parent = TraceContextPropagator::new()
         .extract(&opentelemetry_http::HeaderExtractor(request.headers()));
-    let method = request.method().as_str().to_owned();
-    let attributes = server_attributes(function, &method, &request);
+    let method = super::client::method_value(request.method().as_str());
+    let attributes = server_attributes(function, route, method.clone(), &request);
     let tracer = &telemetry.tracer;
     let span = tracer
         .span_builder(function)
@@ -102,21 +105,27 @@ async fn layer(State(telemetry): State<Arc<Telemetry>>, request: Request, next: 
 
 /// The server span's attributes: the function, its trigger, the method and route, and the
 /// host's invocation id when it sent one.
-fn server_attributes(function: &'static str, method: &str, request: &Request) -> Vec<KeyValue> {
+fn server_attributes(
+    function: &'static str,
+    route: &'static str,
+    method: StringValue,
+    request: &Request,
+) -> Vec<KeyValue> {
     let trigger = if function == "refresh-tokens" {
         "timer"
     } else {
         "http"
     };
-    let mut attributes = vec![
+    let mut attributes = Vec::with_capacity(6);
+    attributes.extend([
         KeyValue::new("faas.name", function),
         KeyValue::new("faas.trigger", trigger),
-        KeyValue::new("http.request.method", method.to_owned()),
+        KeyValue::new("http.request.method", method),
         // The routes have no parameters: the path is the route (Application Insights names
         // the request `{method} {route}`).
-        KeyValue::new("http.route", request.uri().path().to_owned()),
-        KeyValue::new("url.path", request.uri().path().to_owned()),
-    ];
+        KeyValue::new("http.route", route),
+        KeyValue::new("url.path", route),
+    ]);
     if let Some(id) = invocation_id(request) {
         attributes.push(KeyValue::new("faas.invocation_id", id));
     }
