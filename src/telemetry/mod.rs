@@ -30,6 +30,13 @@ pub use settings::{AppInsightsConnection, TelemetrySettings};
 
 use instruments::Instruments;
 
+/// `task` under the current invocation's trace context, for a task spawned on the
+/// invocation's behalf: the context follows the task that polls, so a spawned task would start
+/// outside the trace and its statements and outbound calls would go unreported.
+pub(crate) fn carry<F: std::future::Future>(task: F) -> opentelemetry::context::WithContext<F> {
+    opentelemetry::context::FutureExt::with_current_context(task)
+}
+
 /// The exporters, the tracer and the metric instruments of one service instance.
 pub struct Telemetry {
     tracer: opentelemetry_sdk::trace::SdkTracer,

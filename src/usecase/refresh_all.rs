@@ -21,6 +21,7 @@ mod summary;
 mod tenant_pauses;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -59,9 +60,10 @@ struct Sealed {
     refreshed_at: Option<DateTime<Utc>>,
 }
 
-/// One run's state, shared by its concurrent tasks.
-struct Run<'a> {
-    deps: &'a Deps,
+/// One run's state, shared by its concurrent tasks (each row is a task of its own, so the
+/// rows' network reads, parsing and sealing spread over the runtime's workers).
+struct Run {
+    deps: Arc<Deps>,
     options: RunOptions,
     owner: String,
     started: Instant,
@@ -79,13 +81,13 @@ struct Run<'a> {
 
 /// Runs the timer's work once. `progress` is called after every row (the CLI's progress bar).
 pub async fn run(
-    deps: &Deps,
+    deps: &Arc<Deps>,
     options: RunOptions,
     progress: &(dyn Fn(&Summary) + Sync),
 ) -> Result<Summary, FlowError> {
     let started = Instant::now();
-    let run = Run {
-        deps,
+    let run = Arc::new(Run {
+        deps: Arc::clone(deps),
         owner: format!("{}/timer/{}", deps.policy.instance_id, uuid::Uuid::new_v4()),
         started,
         deadline: started + options.time_budget,
@@ -95,7 +97,7 @@ pub async fn run(
         paused: TenantPauses::default(),
         credential_refused: AtomicBool::new(false),
         refused: RefusedRows::default(),
-    };
+    });
     let mut first_error = None;
     for key_name in deps.store.key_names().await? {
         if run.stopped() {
@@ -103,7 +105,7 @@ pub async fn run(
         }
         // Once per key and run: a rotation reaches every row in the next run.
         match deps.keys.fresh_latest(&key_name).await {
-            Ok(latest) => run.key(&latest, progress).await?,
+            Ok(latest) => run.key(Arc::new(latest), progress).await?,
             Err(error) => {
                 tracing::error!(key.name = %key_name, error = %error, "cannot read the latest key; its rows wait");
                 first_error.get_or_insert(FlowError::Keys(error));
@@ -121,7 +123,7 @@ pub async fn run(
     }
 }
 
-impl Run<'_> {
+impl Run {
     /// Whether the run takes no more rows: its time budget is spent, or Entra refused the
     /// service's own credential.
     fn stopped(&self) -> bool {

@@ -162,7 +162,7 @@ impl World {
     }
 
     /// One timer run with room for every row.
-    async fn run_timer(&self, deps: &Deps, reseal_only: bool) -> Summary {
+    async fn run_timer(&self, deps: &Arc<Deps>, reseal_only: bool) -> Summary {
         let options = RunOptions {
             reseal_only,
             time_budget: Duration::from_secs(60),

@@ -18,11 +18,11 @@ const SHORT_PAUSE: Duration = Duration::from_secs(10);
 /// Pause after a 429 without a usable Retry-After.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
 
-impl Run<'_> {
+impl Run {
     /// What happens to a row whose work failed with `error`; logged here, once.
     pub(super) async fn failed(&self, row: &TokenRecord, error: FlowError) -> Outcome {
         if let Some(dead) = DeadGrant::of(&error) {
-            return match dead.mark(self.deps, row, &self.owner).await {
+            return match dead.mark(&self.deps, row, &self.owner).await {
                 Ok(true) => Outcome::Reauth,
                 Ok(false) => Outcome::Skipped,
                 Err(error) => {

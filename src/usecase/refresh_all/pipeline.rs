@@ -1,13 +1,16 @@
-//! One key's rows through a run. Claims are pipelined: the next batch is claimed while the
-//! current one is still being worked on, so no worker waits for the slowest row of a batch
-//! (or for the claim). Saves are batched: one transaction at a time takes every row sealed
-//! meanwhile, so a worker moves on to its next row instead of waiting for its own commit.
+//! One key's rows through a run. Every row is a task of its own, so the rows' network reads,
+//! parsing and sealing spread over the runtime's workers instead of queueing behind each other
+//! in one task; this loop only hands out rows and takes in what finished. Claims are pipelined
+//! and run ahead: the next batch is claimed while a whole batch still waits in the queue, so
+//! no worker waits for the slowest row of a batch or for a claim. Saves are batched: one
+//! transaction at a time takes every row sealed meanwhile, so a worker moves on to its next
+//! row instead of waiting for its own commit.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::StreamExt as _;
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use super::backoff::error_code;
 use super::row::Worked;
@@ -42,13 +45,19 @@ enum Claims {
     /// Nothing was due, but rows deferred by a tenant's pause come due at this time, within
     /// the run's budget: claim again then.
     After(std::time::Instant),
+    /// The last claim found nothing due while claimed rows still waited in the queue (claims
+    /// run ahead): once every claimed row has started, the pauses they met decide
+    /// (`Run::after_pauses`), as when the claim had come at that point.
+    Dry,
     /// No more rows are due, or a claim failed: no more claims for this key.
     Exhausted,
 }
 
 /// The tasks of one key and what waits between them.
-struct Pipeline<'r> {
-    tasks: FuturesUnordered<BoxFuture<'r, Done>>,
+struct Pipeline {
+    /// Dropping the set (the run's future dropped) aborts every task, as dropping the futures
+    /// of one task would: no row outlives its run.
+    tasks: JoinSet<Done>,
     /// Claimed rows not started yet.
     queue: VecDeque<Leased>,
     /// Sealed rows waiting for a save; no new row starts while too many wait.
@@ -64,17 +73,17 @@ struct Pipeline<'r> {
     waited_for: Option<std::time::Instant>,
     /// Rows worked on at once.
     concurrency: usize,
-    /// Rows asked for in one claim.
-    claim_size: i64,
+    /// Rows asked for in one claim; the next claim starts while fewer wait in the queue.
+    claim_size: usize,
     /// Sealed rows waiting at most.
     max_sealed: usize,
 }
 
-impl<'r> Pipeline<'r> {
+impl Pipeline {
     fn new(concurrency: usize) -> Self {
         let concurrency = concurrency.max(1);
         Self {
-            tasks: FuturesUnordered::new(),
+            tasks: JoinSet::new(),
             queue: VecDeque::new(),
             sealed: Vec::new(),
             working: 0,
@@ -83,30 +92,46 @@ impl<'r> Pipeline<'r> {
             failed: None,
             waited_for: None,
             concurrency,
-            claim_size: i64::try_from(concurrency * 4).unwrap_or(i64::MAX),
+            claim_size: concurrency * 4,
             max_sealed: (concurrency * 4).max(SAVE_BATCH),
         }
     }
 
-    fn push(&mut self, task: impl std::future::Future<Output = Done> + Send + 'r) {
-        self.tasks.push(Box::pin(task));
+    /// Starts a task under the run's span and trace context, so its logs, store statements
+    /// and Entra calls belong to the invocation as when they were futures of the run's task.
+    fn spawn(&mut self, task: impl std::future::Future<Output = Done> + Send + 'static) {
+        self.tasks
+            .spawn(crate::telemetry::carry(task.in_current_span()));
+    }
+
+    /// The next task to finish; `None` when none is left. A task that panicked panics the
+    /// run, as it did when the tasks were futures of the run's own.
+    async fn next(&mut self) -> Option<Done> {
+        loop {
+            match self.tasks.join_next().await? {
+                Ok(done) => return Some(done),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // Cancelled: only when the runtime shuts down, taking the run with it.
+                Err(_) => {}
+            }
+        }
     }
 }
 
-impl Run<'_> {
+impl Run {
     /// Works on every due row of `latest`'s key until none is left, the budget is spent or a
     /// claim fails (the first claim failure is the answer, after the claimed rows are done).
-    pub(super) async fn key<'r>(
-        &'r self,
-        latest: &'r VersionedKey,
+    pub(super) async fn key(
+        self: &Arc<Self>,
+        latest: Arc<VersionedKey>,
         progress: &(dyn Fn(&Summary) + Sync),
     ) -> Result<(), FlowError> {
         let mut pipeline = Pipeline::new(self.options.concurrency);
         loop {
-            self.start_rows(&mut pipeline, latest);
+            self.start_rows(&mut pipeline, &latest);
             self.start_save(&mut pipeline);
-            self.start_claim(&mut pipeline, latest);
-            let Some(done) = pipeline.tasks.next().await else {
+            self.start_claim(&mut pipeline, &latest);
+            let Some(done) = pipeline.next().await else {
                 break;
             };
             self.finish(&mut pipeline, done, progress);
@@ -115,55 +140,65 @@ impl Run<'_> {
     }
 
     /// Starts queued rows while workers are free and the sealed rows are not too many.
-    fn start_rows<'r>(&'r self, pipeline: &mut Pipeline<'r>, latest: &'r VersionedKey) {
+    fn start_rows(self: &Arc<Self>, pipeline: &mut Pipeline, latest: &Arc<VersionedKey>) {
         while pipeline.working < pipeline.concurrency && pipeline.sealed.len() < pipeline.max_sealed
         {
             let Some(row) = pipeline.queue.pop_front() else {
                 break;
             };
             pipeline.working += 1;
-            pipeline.push(async move { Done::Row(self.work(row, latest).await) });
+            let (run, latest) = (Arc::clone(self), Arc::clone(latest));
+            pipeline.spawn(async move { Done::Row(run.work(row, &latest).await) });
         }
     }
 
     /// Starts a batch save of the sealed rows, unless one is running.
-    fn start_save<'r>(&'r self, pipeline: &mut Pipeline<'r>) {
+    fn start_save(self: &Arc<Self>, pipeline: &mut Pipeline) {
         if pipeline.saving || pipeline.sealed.is_empty() {
             return;
         }
         pipeline.saving = true;
         let take = pipeline.sealed.len().min(SAVE_BATCH);
         let batch: Vec<Sealed> = pipeline.sealed.drain(..take).collect();
-        pipeline.push(async move {
-            let saved = self.save(&batch).await;
+        let run = Arc::clone(self);
+        pipeline.spawn(async move {
+            let saved = run.save(&batch).await;
             Done::Saved(batch, saved)
         });
     }
 
-    /// Claims the next batch when the queue runs low, unless the run stopped.
-    fn start_claim<'r>(&'r self, pipeline: &mut Pipeline<'r>, latest: &'r VersionedKey) {
+    /// Claims the next batch while less than a batch waits in the queue, unless the run
+    /// stopped: at 64 rows in flight a claim may take longer than the queue's last rows.
+    fn start_claim(self: &Arc<Self>, pipeline: &mut Pipeline, latest: &Arc<VersionedKey>) {
+        if pipeline.claims == Claims::Dry && pipeline.queue.is_empty() {
+            pipeline.claims = self.after_pauses(pipeline.waited_for);
+            if let Claims::After(until) = pipeline.claims {
+                pipeline.waited_for = Some(until);
+            }
+        }
         let wait_until = match pipeline.claims {
             Claims::Idle => None,
             Claims::After(until) => Some(until),
-            Claims::Running | Claims::Exhausted => return,
+            Claims::Running | Claims::Dry | Claims::Exhausted => return,
         };
-        if pipeline.queue.len() >= pipeline.concurrency || self.stopped() {
+        if pipeline.queue.len() >= pipeline.claim_size || self.stopped() {
             return;
         }
         pipeline.claims = Claims::Running;
-        let limit = pipeline.claim_size;
-        pipeline.push(async move {
+        let limit = i64::try_from(pipeline.claim_size).unwrap_or(i64::MAX);
+        let (run, latest) = (Arc::clone(self), Arc::clone(latest));
+        pipeline.spawn(async move {
             if let Some(until) = wait_until {
                 tokio::time::sleep_until(until.into()).await;
             }
-            Done::Claimed(self.claim(latest, limit).await)
+            Done::Claimed(run.claim(&latest, limit).await)
         });
     }
 
     /// Takes in what a task finished.
-    fn finish<'r>(
-        &'r self,
-        pipeline: &mut Pipeline<'r>,
+    fn finish(
+        self: &Arc<Self>,
+        pipeline: &mut Pipeline,
         done: Done,
         progress: &(dyn Fn(&Summary) + Sync),
     ) {
@@ -194,21 +229,14 @@ impl Run<'_> {
     }
 
     /// Queues a claimed batch; its unreadable rows are backed off at once.
-    fn claimed<'r>(
-        &'r self,
-        pipeline: &mut Pipeline<'r>,
+    fn claimed(
+        self: &Arc<Self>,
+        pipeline: &mut Pipeline,
         batch: Claimed,
         requested_at: tokio::time::Instant,
     ) {
-        let exhausted = batch.rows.is_empty() && batch.corrupt.is_empty();
-        pipeline.claims = if exhausted {
-            self.after_pauses(pipeline.waited_for)
-        } else {
-            Claims::Idle
-        };
-        if let Claims::After(until) = pipeline.claims {
-            pipeline.waited_for = Some(until);
-        }
+        let dry = batch.rows.is_empty() && batch.corrupt.is_empty();
+        pipeline.claims = if dry { Claims::Dry } else { Claims::Idle };
         pipeline
             .queue
             .extend(batch.rows.into_iter().map(|row| Leased {
@@ -217,13 +245,14 @@ impl Run<'_> {
             }));
         for corrupt in batch.corrupt {
             pipeline.working += 1;
-            pipeline.push(async move { Done::Row(Worked::Finished(self.corrupt(&corrupt).await)) });
+            let run = Arc::clone(self);
+            pipeline.spawn(async move { Done::Row(Worked::Finished(run.corrupt(&corrupt).await)) });
         }
     }
 
-    /// What follows a claim that found nothing due: one more claim after the last tenant pause
-    /// of this run (the throttled rows it deferred come due then) if that is within the budget
-    /// and was not waited for already; else the key is done.
+    /// What follows a claim that found nothing due, once every claimed row started: one more
+    /// claim after the last tenant pause of this run (the throttled rows it deferred come due
+    /// then) if that is within the budget and was not waited for already; else the key is done.
     fn after_pauses(&self, waited_for: Option<std::time::Instant>) -> Claims {
         match self.paused.last_end() {
             Some(end) if Some(end) > waited_for && end + AFTER_PAUSE < self.deadline => {
@@ -255,18 +284,18 @@ impl Run<'_> {
     }
 
     /// A batch that did not commit: every row keeps its old grant, and each backs off.
-    fn save_failed<'r>(
-        &'r self,
-        pipeline: &mut Pipeline<'r>,
+    fn save_failed(
+        self: &Arc<Self>,
+        pipeline: &mut Pipeline,
         batch: Vec<Sealed>,
         error: &FlowError,
     ) {
         let code = error_code(error);
         for row in batch {
-            let code = code.clone();
+            let (run, code) = (Arc::clone(self), code.clone());
             pipeline.working += 1;
-            pipeline.push(async move {
-                self.back_off(&row.row, &code).await;
+            pipeline.spawn(async move {
+                run.back_off(&row.row, &code).await;
                 Done::Row(Worked::Finished(Outcome::Failed))
             });
         }
@@ -283,7 +312,7 @@ impl Run<'_> {
                 refreshed_at: sealed.refreshed_at,
             })
             .collect();
-        custody::save_batch(self.deps, &saves, &self.owner).await
+        custody::save_batch(&self.deps, &saves, &self.owner).await
     }
 
     /// Claims up to `limit` due rows of `latest`'s key, stamping this run's lease on them;

@@ -21,7 +21,7 @@ pub(super) enum Worked {
 /// A row's new grant, and when it was redeemed (`None`: re-sealed only).
 type NewGrant = (SealedGrant, Option<DateTime<Utc>>);
 
-impl Run<'_> {
+impl Run {
     /// Works on one claimed row up to its save.
     pub(super) async fn work(&self, leased: Leased, latest: &VersionedKey) -> Worked {
         self.counters.examined.fetch_add(1, Ordering::Relaxed);
@@ -77,7 +77,7 @@ impl Run<'_> {
         row: &TokenRecord,
         latest: &VersionedKey,
     ) -> Result<NewGrant, FlowError> {
-        let (stored, current) = custody::open_stored(self.deps, row).await?;
+        let (stored, current) = custody::open_stored(&self.deps, row).await?;
         let grant = custody::seal_with(custody::newest(latest, &current), &row.key, &stored)?;
         Ok((grant, None))
     }
@@ -90,7 +90,7 @@ impl Run<'_> {
         lease: &mut HeldLease,
         latest: &VersionedKey,
     ) -> Result<Option<NewGrant>, FlowError> {
-        let (stored, current) = custody::open_stored(self.deps, row).await?;
+        let (stored, current) = custody::open_stored(&self.deps, row).await?;
         // A row that waited in the queue (behind a pause, a slow Key Vault) may be near the end
         // of the lease its claim stamped. The lease must outlive the redeem and the save, or
         // another instance could redeem the same token meanwhile: renew it unless it still
@@ -101,7 +101,7 @@ impl Run<'_> {
             tracing::info!("the row moved on or changed hands while queued; leaving it");
             return Ok(None);
         }
-        let (_set, next) = custody::redeem(self.deps, &row.key, stored).await?;
+        let (_set, next) = custody::redeem(&self.deps, &row.key, stored).await?;
         let grant = custody::seal_with(custody::newest(latest, &current), &row.key, &next)?;
         Ok(Some((grant, Some(self.deps.clock.now()))))
     }
