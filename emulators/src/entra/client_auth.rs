@@ -24,28 +24,30 @@
 //!
 //! MSAL Python pads `x5t` with `=`; Entra accepts both, so thumbprints are compared without
 //! padding.
+//!
+//! This module reads the request and the assertion; [`certificate`] checks a certificate
+//! assertion, [`federated`] a federated one.
 
 use axum::http::{header, HeaderMap, StatusCode};
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine as _,
 };
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use super::{
     errors::{echo, EntraError},
     now, EntraState,
 };
 
+mod certificate;
+mod federated;
+
+use certificate::check_certificate_assertion;
+pub(super) use certificate::RegisteredCertificate;
+use federated::check_federated_assertion;
+
 const JWT_BEARER_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Where Entra's federation errors send the reader.
-const FEDERATION_DOCS: &str =
-    "https://learn.microsoft.com/entra/workload-id/workload-identity-federation";
-/// Where Entra's certificate-assertion errors send the reader.
-const CERTIFICATE_DOCS: &str =
-    "https://learn.microsoft.com/entra/identity-platform/certificate-credentials";
 
 /// A federated identity credential of the emulated app (Graph `federatedIdentityCredential`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,32 +60,6 @@ pub struct FederatedCredential {
     pub subject: String,
     /// Accepted `aud` values (`api://AzureADTokenExchange` and its national-cloud variants).
     pub audiences: Vec<String>,
-}
-
-/// A certificate registered on the app: its thumbprints and public key.
-pub(super) struct RegisteredCertificate {
-    sha1: Vec<u8>,
-    sha256: Vec<u8>,
-    key: DecodingKey,
-}
-
-impl RegisteredCertificate {
-    /// Reads one PEM `CERTIFICATE` (an RSA certificate, as Entra requires for assertions).
-    pub(super) fn from_pem(pem: &str) -> anyhow::Result<Self> {
-        let der = pem_certificate_der(pem)?;
-        let key = DecodingKey::from_rsa_pem(pem.as_bytes())
-            .map_err(|error| anyhow::anyhow!("not an RSA certificate: {error}"))?;
-        Ok(Self {
-            sha1: sha1_digest(&der),
-            sha256: Sha256::digest(&der).to_vec(),
-            key,
-        })
-    }
-
-    /// The upper-case hex SHA-1 thumbprint, as Entra's messages show it.
-    fn hex_sha1(&self) -> String {
-        hex_upper(&self.sha1)
-    }
 }
 
 /// The app's registered credentials besides its secret.
@@ -226,82 +202,6 @@ fn check_assertion(state: &EntraState, tid: &str, assertion: &str) -> Result<(),
     }
 }
 
-fn check_certificate_assertion(
-    state: &EntraState,
-    tid: &str,
-    jwt: &Jwt<'_>,
-) -> Result<(), EntraError> {
-    if jwt.claim("sub") != Some(state.client_id.as_str()) {
-        return Err(unauthorized(
-            50048,
-            "Subject mismatches Issuer claim in the client assertion.",
-        ));
-    }
-    let algorithm = match jwt.header("alg") {
-        Some("RS256") => Algorithm::RS256,
-        Some("PS256") => Algorithm::PS256,
-        other => {
-            return Err(unauthorized(
-                50027,
-                format!(
-                    "Invalid JWT token. '{}' is not a supported signature algorithm for a client \
-                     assertion; use 'RS256' or 'PS256'.",
-                    echo(other.unwrap_or_default())
-                ),
-            ))
-        }
-    };
-    let by_sha256 = jwt.header("x5t#S256").and_then(thumbprint);
-    let by_sha1 = jwt.header("x5t").and_then(thumbprint);
-    let presented = by_sha1.as_deref().map(hex_upper).unwrap_or_default();
-    let credentials = state.credentials.lock();
-    let certificate = credentials.certificates.iter().find(|c| {
-        by_sha256.as_deref() == Some(c.sha256.as_slice())
-            || by_sha1.as_deref() == Some(c.sha1.as_slice())
-    });
-    let Some(certificate) = certificate else {
-        return Err(invalid_signature(
-            "The key was not found.",
-            &presented,
-            &state.client_id,
-        ));
-    };
-    let verified = jsonwebtoken::crypto::verify(
-        jwt.signature,
-        jwt.signing_input.as_bytes(),
-        &certificate.key,
-        algorithm,
-    );
-    if !matches!(verified, Ok(true)) {
-        return Err(invalid_signature(
-            "The provided signature value did not match the expected signature value.",
-            &certificate.hex_sha1(),
-            &state.client_id,
-        ));
-    }
-    drop(credentials);
-    let endpoint = format!("{}/{tid}/oauth2/v2.0/token", state.host);
-    if jwt.audiences() != [endpoint.as_str()] {
-        return Err(malformed());
-    }
-    if jwt.claim("jti").is_none_or(str::is_empty) {
-        return Err(malformed());
-    }
-    within_validity(jwt, CERTIFICATE_DOCS)
-}
-
-/// AADSTS700027 with Entra's bracketed reason.
-fn invalid_signature(reason: &str, thumbprint: &str, client_id: &str) -> EntraError {
-    unauthorized(
-        700027,
-        format!(
-            "Client assertion contains an invalid signature. [Reason - {reason}, Thumbprint of \
-             key used by client: '{thumbprint}', Please visit the Azure Portal, Graph Explorer \
-             or directly use MS Graph to see configured keys for app Id '{client_id}'.]"
-        ),
-    )
-}
-
 /// AADSTS700024 unless `nbf` <= now < `exp` (`exp` required, `nbf` optional).
 fn within_validity(jwt: &Jwt<'_>, docs: &str) -> Result<(), EntraError> {
     let now = now();
@@ -327,129 +227,6 @@ fn within_validity(jwt: &Jwt<'_>, docs: &str) -> Result<(), EntraError> {
             time(exp)
         ),
     ))
-}
-
-fn check_federated_assertion(state: &EntraState, jwt: &Jwt<'_>) -> Result<(), EntraError> {
-    let iss = jwt.claim("iss").unwrap_or_default();
-    let sub = jwt.claim("sub").unwrap_or_default();
-    let audiences = jwt.audiences();
-    {
-        let credentials = state.credentials.lock();
-        let by_issuer: Vec<&FederatedCredential> = credentials
-            .federated
-            .iter()
-            .filter(|f| f.issuer == iss)
-            .collect();
-        if by_issuer.is_empty() {
-            return Err(unauthorized(
-                700211,
-                format!(
-                    "No matching federated identity record found for presented assertion issuer \
-                     '{}'. Please check your federated identity credential Subject, Audience and \
-                     Issuer against the presented assertion. {FEDERATION_DOCS}",
-                    echo(iss)
-                ),
-            ));
-        }
-        let by_subject: Vec<&&FederatedCredential> =
-            by_issuer.iter().filter(|f| f.subject == sub).collect();
-        if by_subject.is_empty() {
-            return Err(unauthorized(
-                700213,
-                format!(
-                    "No matching federated identity record found for presented assertion subject \
-                     '{}'. Check your federated identity credential Subject, Audience and Issuer \
-                     against the presented assertion. {FEDERATION_DOCS}",
-                    echo(sub)
-                ),
-            ));
-        }
-        let matched = by_subject
-            .iter()
-            .any(|f| f.audiences.iter().any(|a| audiences.contains(&a.as_str())));
-        if !matched {
-            return Err(unauthorized(
-                70021,
-                format!(
-                    "No matching federated identity record found for presented assertion. \
-                     Assertion Issuer: '{}'. Assertion Subject: '{}'. Assertion Audience: '{}'. \
-                     {FEDERATION_DOCS}",
-                    echo(iss),
-                    echo(sub),
-                    echo(&audiences.join(","))
-                ),
-            ));
-        }
-    }
-    // The emulator can fetch keys of one issuer family only: its own tenants' v2 issuer, whose
-    // tokens (managed-identity tokens included) it signs itself. Any other issuer's keys are
-    // out of its reach, so such an assertion cannot be verified.
-    let own_issuer = iss
-        .strip_prefix(&format!("{}/", state.host))
-        .and_then(|rest| rest.strip_suffix("/v2.0"))
-        .is_some_and(|tid| uuid::Uuid::try_parse(tid).is_ok());
-    if !own_issuer {
-        return Err(unauthorized(
-            700027,
-            format!(
-                "Client assertion failed signature validation. [Reason - The signing keys of \
-                 issuer '{}' could not be retrieved.]",
-                echo(iss)
-            ),
-        ));
-    }
-    if let Err(error) = state.keys.verify(jwt.token) {
-        return Err(unauthorized(
-            700027,
-            format!(
-                "Client assertion failed signature validation. [Reason - {}.]",
-                error.reason()
-            ),
-        ));
-    }
-    if jwt.claims.get("scp").is_some() || jwt.claim("idtyp") == Some("user") {
-        return Err(EntraError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            700229,
-            "ForbiddenTokenType - Only app-only tokens can be used as Federated Identity \
-             Credentials for Microsoft Entra issuer.",
-        ));
-    }
-    within_validity(jwt, FEDERATION_DOCS)
-}
-
-/// A base64url thumbprint (padding tolerated) as bytes.
-fn thumbprint(encoded: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok()
-}
-
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-fn sha1_digest(bytes: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes)
-        .as_ref()
-        .to_vec()
-}
-
-/// The DER of the first `CERTIFICATE` block of a PEM text.
-fn pem_certificate_der(pem: &str) -> anyhow::Result<Vec<u8>> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let start = pem
-        .find(BEGIN)
-        .ok_or_else(|| anyhow::anyhow!("no CERTIFICATE block"))?
-        + BEGIN.len();
-    let end = pem[start..]
-        .find(END)
-        .ok_or_else(|| anyhow::anyhow!("unterminated CERTIFICATE block"))?;
-    let body: String = pem[start..start + end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    Ok(STANDARD.decode(body)?)
 }
 
 /// `Authorization: Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
@@ -497,17 +274,6 @@ mod tests {
         );
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
         assert_eq!(basic_credentials(&headers), None);
-    }
-
-    #[test]
-    fn thumbprints_decode_with_or_without_padding() {
-        let bytes = [0xABu8; 20];
-        let unpadded = URL_SAFE_NO_PAD.encode(bytes);
-        let padded = base64::engine::general_purpose::URL_SAFE.encode(bytes);
-        assert_ne!(unpadded, padded);
-        assert_eq!(thumbprint(&unpadded), Some(bytes.to_vec()));
-        assert_eq!(thumbprint(&padded), Some(bytes.to_vec()));
-        assert_eq!(hex_upper(&[0x0a, 0xff]), "0AFF");
     }
 
     #[test]

@@ -1,10 +1,15 @@
-//! The token endpoint, `POST /{tenant}/oauth2/v2.0/token`: client authentication and the
-//! on-behalf-of, refresh-token and client-credentials grants.
+//! The token endpoint, `POST /{tenant}/oauth2/v2.0/token`: the request's form, its tenant,
+//! client authentication, the choice of grant and the client-credentials grant. The grants
+//! that act for a user (on-behalf-of, refresh token) are in [`user`]; the requested scopes
+//! are read by [`scopes`].
 //!
 //! Client authentication (secret, certificate or federated assertion) is in
 //! [`super::client_auth`].
 //!
 //! Each grant runs synchronously under short locks; signing happens outside them.
+
+mod scopes;
+mod user;
 
 use std::time::Instant;
 use std::{collections::HashMap, sync::atomic::Ordering, sync::Arc};
@@ -16,25 +21,20 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use serde_json::{json, Value};
 
 use super::{
-    claims::{consent_required, ClaimsRequest},
+    claims::ClaimsRequest,
     client_auth::authenticate_client,
     errors::{echo, EntraError},
-    now,
-    tokens::{v1_issuer, TOKEN_LIFETIME_SECS},
+    tokens::TOKEN_LIFETIME_SECS,
     EntraState, TokenVersion,
 };
 use super::{GrantKind, GrantRecord};
 use crate::faults::Outcome;
+use user::{on_behalf_of, refresh};
 
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-/// Scopes that are about the sign-in, not a resource.
-const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "offline_access", "email"];
-/// The delegated permission `.default` stands for on every resource.
-const DEFAULT_DELEGATED_SCOPE: &str = "User.Read";
 
 /// The grant a successful answer belongs to, for the counters.
 #[derive(Debug, Clone, Copy)]
@@ -235,294 +235,6 @@ pub(super) fn tenant_id(tenant: &str) -> Result<String, EntraError> {
     }
 }
 
-/// Requested scopes: those of exactly one resource plus optional OpenID Connect scopes.
-#[derive(Debug)]
-struct Scopes {
-    resource: String,
-    /// Permission names on the resource (`.default` included as is).
-    permissions: Vec<String>,
-    /// Requested OIDC scopes, in request order.
-    oidc: Vec<String>,
-}
-
-impl Scopes {
-    fn parse(raw: &str) -> Result<Self, EntraError> {
-        let invalid = |message: String| EntraError::bad_request("invalid_scope", 70011, message);
-        let mut resource: Option<&str> = None;
-        let mut permissions = Vec::new();
-        let mut oidc = Vec::new();
-        for item in raw.split_whitespace() {
-            if OIDC_SCOPES.contains(&item) {
-                if !oidc.iter().any(|s| s == item) {
-                    oidc.push(item.to_owned());
-                }
-                continue;
-            }
-            let Some((item_resource, permission)) = item.rsplit_once('/') else {
-                return Err(invalid(format!(
-                    "The provided value for the input parameter 'scope' is not valid. The scope \
-                     '{}' does not name a resource.",
-                    echo(item)
-                )));
-            };
-            if item_resource.is_empty() || permission.is_empty() {
-                return Err(invalid(format!(
-                    "The provided value for the input parameter 'scope' is not valid. The scope \
-                     '{}' is not valid.",
-                    echo(item)
-                )));
-            }
-            match resource {
-                Some(known) if known != item_resource => {
-                    return Err(invalid(
-                        "The provided value for the input parameter 'scope' is not valid. Scopes \
-                         of more than one resource were requested."
-                            .to_owned(),
-                    ))
-                }
-                _ => resource = Some(item_resource),
-            }
-            if !permissions.iter().any(|p| p == permission) {
-                permissions.push(permission.to_owned());
-            }
-        }
-        let Some(resource) = resource else {
-            return Err(invalid(
-                "The provided value for the input parameter 'scope' is not valid. A scope of a \
-                 resource is required."
-                    .to_owned(),
-            ));
-        };
-        if permissions.len() > 1 && permissions.iter().any(|p| p == ".default") {
-            return Err(invalid(
-                "The provided value for the input parameter 'scope' is not valid. The '.default' \
-                 scope can't be combined with resource-specific scopes."
-                    .to_owned(),
-            ));
-        }
-        Ok(Self {
-            resource: resource.to_owned(),
-            permissions,
-            oidc,
-        })
-    }
-
-    fn wants(&self, oidc_scope: &str) -> bool {
-        self.oidc.iter().any(|s| s == oidc_scope)
-    }
-
-    /// The `scp` of the issued access token: `.default` stands for `User.Read`.
-    fn granted_permissions(&self) -> String {
-        if self.permissions.iter().any(|p| p == ".default") {
-            DEFAULT_DELEGATED_SCOPE.to_owned()
-        } else {
-            self.permissions.join(" ")
-        }
-    }
-
-    /// The `scope` field of the answer: granted permissions with the resource prefix, then the
-    /// requested OIDC scopes.
-    fn granted(&self) -> String {
-        let permissions = self.granted_permissions();
-        let mut scopes: Vec<String> = permissions
-            .split(' ')
-            .map(|p| format!("{}/{p}", self.resource))
-            .collect();
-        scopes.extend(self.oidc.iter().cloned());
-        scopes.join(" ")
-    }
-}
-
-fn invalid_grant(code: u32, message: impl Into<String>) -> EntraError {
-    EntraError::bad_request("invalid_grant", code, message)
-}
-
-fn on_behalf_of(
-    state: &EntraState,
-    tid: &str,
-    form: &Form,
-    claims_request: &ClaimsRequest,
-) -> Result<Value, EntraError> {
-    let token_use = form.require("requested_token_use")?;
-    if token_use != "on_behalf_of" {
-        return Err(EntraError::bad_request(
-            "invalid_request",
-            90023,
-            format!(
-                "The 'requested_token_use' value '{}' is not valid; use 'on_behalf_of'.",
-                echo(token_use)
-            ),
-        ));
-    }
-    let assertion = form.require("assertion")?;
-    let scopes = Scopes::parse(form.require("scope")?)?;
-    let claims = state.keys.verify(assertion).map_err(|error| {
-        invalid_grant(
-            50013,
-            format!(
-                "Assertion failed signature validation. [Reason - {}.]",
-                error.reason()
-            ),
-        )
-    })?;
-    let claim = |name: &str| claims.get(name).and_then(Value::as_str);
-    if claims.get("scp").is_none() && claims.get("roles").is_none() && claim("idtyp").is_none() {
-        return Err(EntraError::bad_request(
-            "invalid_request",
-            240002,
-            "Input id_token cannot be used as 'urn:ietf:params:oauth:grant-type:jwt-bearer' grant.",
-        ));
-    }
-    let now = now();
-    let exp = claims.get("exp").and_then(Value::as_i64);
-    let nbf = claims
-        .get("nbf")
-        .and_then(Value::as_i64)
-        .unwrap_or(i64::MIN);
-    match exp {
-        Some(exp) if exp > now && nbf <= now => {}
-        _ => {
-            return Err(invalid_grant(
-                500133,
-                "Assertion is not within its valid time range. Ensure that the access token is \
-                 not expired before using it for user assertion, or request a new token.",
-            ))
-        }
-    }
-    let api_uri = format!("api://{}", state.client_id);
-    let aud = claim("aud").unwrap_or_default();
-    if aud != state.client_id && aud != api_uri {
-        return Err(invalid_grant(
-            50013,
-            format!(
-                "Assertion audience does not match the Client app presenting the assertion. The \
-                 audience in the assertion was '{}' and the expected audience is '{}' or one of \
-                 the Application Id URIs of this application.",
-                echo(aud),
-                state.client_id
-            ),
-        ));
-    }
-    if claim("tid") != Some(tid) {
-        return Err(invalid_grant(
-            50013,
-            "Assertion contains an invalid tenant. The assertion was not issued by the tenant \
-             of this token request.",
-        ));
-    }
-    let iss = claim("iss").unwrap_or_default();
-    if iss != state.issuer().v2_issuer(tid) && iss != v1_issuer(tid) {
-        return Err(invalid_grant(
-            50013,
-            "Assertion contains an invalid issuer.",
-        ));
-    }
-    if claims.get("scp").and_then(Value::as_str).is_none() {
-        return Err(invalid_grant(
-            50013,
-            "Assertion is not a delegated user token: it has no 'scp' claim.",
-        ));
-    }
-    let Some(oid) = claim("oid").filter(|oid| !oid.is_empty()) else {
-        return Err(invalid_grant(50013, "Assertion has no 'oid' claim."));
-    };
-    let oid = oid.to_owned();
-    let refresh_token = {
-        let mut grants = state.grants.lock();
-        if let Some(challenge) = grants.interaction.get(&(tid.to_owned(), oid.clone())) {
-            return Err(EntraError::interaction_required(challenge));
-        }
-        if !grants.consented(tid, &oid, &scopes.resource) {
-            return Err(consent_required(&state.client_id));
-        }
-        scopes
-            .wants("offline_access")
-            .then(|| grants.issue_refresh_token(tid, &oid, &scope_string(&scopes)))
-    };
-    Ok(success(
-        state,
-        Subject { tid, oid: &oid },
-        &scopes,
-        refresh_token,
-        wants_client_info(form),
-        claims_request,
-    ))
-}
-
-fn refresh(
-    state: &EntraState,
-    tid: &str,
-    form: &Form,
-    claims_request: &ClaimsRequest,
-) -> Result<Value, EntraError> {
-    let presented = form.require("refresh_token")?;
-    let requested = form.get("scope").map(Scopes::parse).transpose()?;
-    let (oid, scopes, refresh_token) = {
-        let mut grants = state.grants.lock();
-        let strict = grants.strict_single_use;
-        let Some(record) = grants.refresh_tokens.get(presented).cloned() else {
-            return Err(invalid_grant(
-                70008,
-                "The provided authorization code or refresh token has expired due to \
-                 inactivity. Send a new interactive authorization request for this user and \
-                 resource.",
-            ));
-        };
-        if record.tid != tid {
-            return Err(invalid_grant(
-                70000,
-                "Provided grant is invalid or malformed: the refresh token was issued in \
-                 another tenant.",
-            ));
-        }
-        if record.revoked {
-            return Err(invalid_grant(
-                50173,
-                "The provided grant has expired due to it being revoked, a fresh auth token is \
-                 needed. The user might have changed or reset their password.",
-            ));
-        }
-        if strict && record.redeemed {
-            return Err(invalid_grant(
-                70008,
-                "The provided refresh token was already redeemed (emulator strict single-use \
-                 mode: concurrent or repeated refresh detected).",
-            ));
-        }
-        let user = (record.tid.clone(), record.oid.clone());
-        if let Some(challenge) = grants.interaction.get(&user) {
-            return Err(EntraError::interaction_required(challenge));
-        }
-        let scopes = match requested {
-            Some(scopes) => scopes,
-            None => Scopes::parse(&record.scopes)?,
-        };
-        // Nothing is redeemed (the token stays unused) when the resource lacks consent.
-        if !grants.consented(tid, &record.oid, &scopes.resource) {
-            return Err(consent_required(&state.client_id));
-        }
-        let omit = grants.omit_refresh_token_next > 0;
-        let refresh_token = if omit {
-            grants.omit_refresh_token_next -= 1;
-            None
-        } else {
-            if let Some(used) = grants.refresh_tokens.get_mut(presented) {
-                used.redeemed = true;
-            }
-            Some(grants.issue_refresh_token(tid, &record.oid, &record.scopes))
-        };
-        (record.oid, scopes, refresh_token)
-    };
-    Ok(success(
-        state,
-        Subject { tid, oid: &oid },
-        &scopes,
-        refresh_token,
-        wants_client_info(form),
-        claims_request,
-    ))
-}
-
 fn client_credentials(state: &EntraState, tid: &str, form: &Form) -> Result<Value, EntraError> {
     let scope = form.require("scope")?;
     let mut items = scope.split_whitespace();
@@ -565,101 +277,9 @@ fn client_credentials(state: &EntraState, tid: &str, form: &Form) -> Result<Valu
     }))
 }
 
-/// The scopes of a grant as stored with its refresh token.
-fn scope_string(scopes: &Scopes) -> String {
-    let mut items: Vec<String> = scopes
-        .permissions
-        .iter()
-        .map(|p| format!("{}/{p}", scopes.resource))
-        .collect();
-    items.extend(scopes.oidc.iter().cloned());
-    items.join(" ")
-}
-
-/// MSAL sends `client_info=1` to get the user's ids back next to the tokens.
-fn wants_client_info(form: &Form) -> bool {
-    form.get("client_info") == Some("1")
-}
-
-/// The success body of an OBO or refresh grant.
-/// The user a grant is for.
-struct Subject<'a> {
-    tid: &'a str,
-    oid: &'a str,
-}
-
-fn success(
-    state: &EntraState,
-    subject: Subject<'_>,
-    scopes: &Scopes,
-    refresh_token: Option<String>,
-    client_info: bool,
-    claims_request: &ClaimsRequest,
-) -> Value {
-    let Subject { tid, oid } = subject;
-    let issuer = state.issuer();
-    let mut claims =
-        issuer.resource_claims(tid, oid, &scopes.resource, &scopes.granted_permissions());
-    claims_request.apply(&mut claims);
-    let access_token = state.issue_token(&claims, TokenVersion::V1);
-    let mut body = json!({
-        "token_type": "Bearer",
-        "scope": scopes.granted(),
-        "expires_in": TOKEN_LIFETIME_SECS - 1,
-        "ext_expires_in": TOKEN_LIFETIME_SECS - 1,
-        "access_token": access_token,
-    });
-    if let Value::Object(fields) = &mut body {
-        if let Some(refresh_token) = refresh_token {
-            state.remember(refresh_token.clone());
-            fields.insert("refresh_token".into(), refresh_token.into());
-        }
-        if scopes.wants("openid") {
-            let id_claims = issuer.id_token_claims(tid, oid);
-            let id_token = state.issue_token(&id_claims, TokenVersion::V2);
-            fields.insert("id_token".into(), id_token.into());
-        }
-        if client_info {
-            let info = json!({"uid": oid, "utid": tid}).to_string();
-            fields.insert("client_info".into(), URL_SAFE_NO_PAD.encode(info).into());
-        }
-    }
-    body
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scopes_need_exactly_one_resource() {
-        let ok =
-            Scopes::parse("https://r.test/.default offline_access openid profile").expect("valid");
-        assert_eq!(ok.resource, "https://r.test");
-        assert_eq!(
-            ok.granted(),
-            "https://r.test/User.Read offline_access openid profile"
-        );
-        let explicit = Scopes::parse("api://x/Files.Read api://x/Mail.Send").expect("valid");
-        assert_eq!(explicit.granted_permissions(), "Files.Read Mail.Send");
-
-        for bad in [
-            "",
-            "openid profile",
-            "User.Read",
-            "https://a.test/.default https://b.test/.default",
-            "https://a.test/.default https://a.test/Mail.Read",
-            "/x",
-            "https://a.test/",
-        ] {
-            let error = Scopes::parse(bad).expect_err(bad);
-            assert_eq!(
-                (error.error(), error.code()),
-                ("invalid_scope", 70011),
-                "{bad}"
-            );
-        }
-    }
 
     #[test]
     fn tenants_must_be_guids() {

@@ -11,15 +11,13 @@ mod client_auth;
 mod errors;
 mod grants;
 mod routes;
+mod stats;
+mod steering;
 mod tokens;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
+    sync::Arc,
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
@@ -29,93 +27,17 @@ use serde_json::{json, Value};
 
 pub use client_auth::FederatedCredential;
 pub(crate) use routes::router;
+pub(crate) use stats::Document;
+pub use stats::{EntraStats, MetadataRequests};
 pub(crate) use tokens::display_name;
 pub use tokens::{AppTokenSpec, TokenVersion, UserTokenSpec, TEST_CLIENT_APP_ID};
 
 use crate::{
-    faults::{Fault, Faults},
+    faults::Faults,
     signing::{KeyStore, SignWith},
 };
+use stats::Counters;
 use tokens::Issuer;
-
-/// Counters of what the Entra emulator answered since start or the last
-/// [`EntraEmulator::reset_stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EntraStats {
-    /// Successful on-behalf-of grants.
-    pub obo_grants: u64,
-    /// Successful refresh-token grants.
-    pub refresh_grants: u64,
-    /// Token-endpoint calls answered with an error (including injected status faults).
-    pub failed_grants: u64,
-    /// Successful client-credentials grants.
-    pub client_credentials_grants: u64,
-    /// OpenID configuration documents served (v1 and v2).
-    pub discovery_requests: u64,
-    /// JWKS documents served (v1 and v2 paths).
-    pub jwks_requests: u64,
-    /// Time the token endpoint took to answer, summed over its calls, in microseconds: the
-    /// configured latency (the signing is done within it), plus whatever the work or a wait
-    /// for a thread added past it. Divided by the number of grants it is the latency Entra
-    /// actually served.
-    pub token_endpoint_micros: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    obo_grants: AtomicU64,
-    refresh_grants: AtomicU64,
-    failed_grants: AtomicU64,
-    client_credentials_grants: AtomicU64,
-    discovery_requests: AtomicU64,
-    jwks_requests: AtomicU64,
-    token_endpoint_micros: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> EntraStats {
-        EntraStats {
-            obo_grants: self.obo_grants.load(Ordering::Relaxed),
-            refresh_grants: self.refresh_grants.load(Ordering::Relaxed),
-            failed_grants: self.failed_grants.load(Ordering::Relaxed),
-            client_credentials_grants: self.client_credentials_grants.load(Ordering::Relaxed),
-            discovery_requests: self.discovery_requests.load(Ordering::Relaxed),
-            jwks_requests: self.jwks_requests.load(Ordering::Relaxed),
-            token_endpoint_micros: self.token_endpoint_micros.load(Ordering::Relaxed),
-        }
-    }
-
-    fn reset(&self) {
-        for counter in [
-            &self.obo_grants,
-            &self.refresh_grants,
-            &self.failed_grants,
-            &self.client_credentials_grants,
-            &self.discovery_requests,
-            &self.jwks_requests,
-            &self.token_endpoint_micros,
-        ] {
-            counter.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Metadata requests that arrived for one tenant path segment (a tenant id, `common`, or
-/// whatever a caller put there), served or not.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MetadataRequests {
-    /// OpenID configuration requests (v1 and v2).
-    pub discovery: u64,
-    /// JWKS requests (v1 and v2 paths).
-    pub jwks: u64,
-}
-
-/// Which metadata document a request asked for.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Document {
-    Discovery,
-    Jwks,
-}
 
 /// A user, as Entra keys refresh tokens: (tenant id, object id).
 type UserKey = (String, String);
@@ -246,16 +168,6 @@ impl EntraState {
 
     fn remember(&self, secret: String) {
         self.issued.lock().push(secret);
-    }
-
-    /// Counts a metadata request for the tenant path segment as it arrived.
-    fn count_metadata_request(&self, tenant: &str, document: Document) {
-        let mut requests = self.metadata_requests.lock();
-        let entry = requests.entry(tenant.to_owned()).or_default();
-        match document {
-            Document::Discovery => entry.discovery += 1,
-            Document::Jwks => entry.jwks += 1,
-        }
     }
 }
 
@@ -408,203 +320,6 @@ impl EntraEmulator {
         if let Err(error) = self.state.keys.rotate() {
             tracing::error!(%error, "could not generate a new signing key");
         }
-    }
-
-    /// Revokes every refresh token the user holds now: redeeming one answers `invalid_grant`
-    /// AADSTS50173. Tokens issued later (after a new OBO) are valid again.
-    pub fn revoke_user(&self, tid: &str, oid: &str) {
-        let mut grants = self.state.grants.lock();
-        for record in grants.refresh_tokens.values_mut() {
-            if record.tid == tid && record.oid == oid {
-                record.revoked = true;
-            }
-        }
-    }
-
-    /// Makes OBO and refresh grants for the user answer `interaction_required` (AADSTS50079,
-    /// `suberror: basic_action`) carrying `claims`, until [`Self::clear_interaction`].
-    pub fn require_interaction(&self, tid: &str, oid: &str, claims: &str) {
-        self.state
-            .grants
-            .lock()
-            .interaction
-            .insert((tid.to_owned(), oid.to_owned()), claims.to_owned());
-    }
-
-    /// Lifts [`Self::require_interaction`] for the user.
-    pub fn clear_interaction(&self, tid: &str, oid: &str) {
-        self.state
-            .grants
-            .lock()
-            .interaction
-            .remove(&(tid.to_owned(), oid.to_owned()));
-    }
-
-    /// When on, a refresh token is invalid after its first successful redemption
-    /// (`invalid_grant` AADSTS70008), so tests catch concurrent refreshes of one user. Real
-    /// Entra keeps old refresh tokens valid; this is a test aid. A redemption answered without a
-    /// new refresh token (see [`Self::omit_refresh_token_next`]) does not use the token up.
-    pub fn set_strict_single_use(&self, on: bool) {
-        self.state.grants.lock().strict_single_use = on;
-    }
-
-    /// Answers every token request for tenant `tid` with `429` (AADSTS90055
-    /// `TenantThrottlingError`) and `Retry-After: {retry_after_secs}`, until
-    /// [`Self::clear_tenant_throttling`]; other tenants are served as usual. Entra's request
-    /// limits are per tenant (<https://learn.microsoft.com/en-us/entra/external-id/customers/reference-service-limits>
-    /// lists them per tenant; AADSTS90055 is the tenant's throttling error), and a throttled
-    /// token request answers 429 with `Retry-After`
-    /// (<https://learn.microsoft.com/en-us/entra/msal/dotnet/advanced/client-and-server-throttling>).
-    pub fn throttle_tenant(&self, tid: &str, retry_after_secs: u64) {
-        self.state
-            .grants
-            .lock()
-            .throttled_tenants
-            .insert(tid.to_ascii_lowercase(), retry_after_secs);
-    }
-
-    /// Lifts [`Self::throttle_tenant`] for `tid`.
-    pub fn clear_tenant_throttling(&self, tid: &str) {
-        self.state
-            .grants
-            .lock()
-            .throttled_tenants
-            .remove(&tid.to_ascii_lowercase());
-    }
-
-    /// The next `n` successful refresh grants answer without a `refresh_token`.
-    pub fn omit_refresh_token_next(&self, n: u32) {
-        self.state.grants.lock().omit_refresh_token_next = n;
-    }
-
-    /// Sets the app roles the emulated app gets in its own client-credentials tokens
-    /// (`app_id` is the requesting client id; default none).
-    pub fn set_app_roles(&self, app_id: &str, roles: Vec<String>) {
-        self.state
-            .grants
-            .lock()
-            .app_roles
-            .insert(app_id.to_owned(), roles);
-    }
-
-    /// Queues a fault for the next `fault.times` token-endpoint calls (all grants), after any
-    /// faults already queued.
-    pub fn inject(&self, fault: Fault) {
-        self.state.faults.inject(fault);
-    }
-
-    /// Drops every queued token-endpoint fault.
-    pub fn clear_faults(&self) {
-        self.state.faults.clear();
-    }
-
-    /// Answers every token-endpoint call this long after it arrived, the signing done within
-    /// it (zero turns it off).
-    pub fn set_latency(&self, latency: Duration) {
-        self.state.faults.set_latency(latency);
-    }
-
-    /// Counters since start or the last reset.
-    pub fn stats(&self) -> EntraStats {
-        self.state.counters.snapshot()
-    }
-
-    /// Sets every counter to zero, the per-tenant metadata counts and the
-    /// [`Self::grant_log`] too.
-    pub fn reset_stats(&self) {
-        self.state.counters.reset();
-        self.state.metadata_requests.lock().clear();
-        self.state.grants.lock().log.clear();
-    }
-
-    /// Metadata requests (OpenID configuration, JWKS) that arrived for `tenant` (a tenant id or
-    /// `common`, compared lower-cased) since start or the last reset, answered or not.
-    pub fn metadata_requests(&self, tenant: &str) -> MetadataRequests {
-        self.state
-            .metadata_requests
-            .lock()
-            .get(&tenant.to_ascii_lowercase())
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// Every tenant path segment metadata was requested for, with its counts.
-    pub fn metadata_requests_by_tenant(&self) -> BTreeMap<String, MetadataRequests> {
-        self.state.metadata_requests.lock().clone()
-    }
-
-    /// Queues a fault for the next `fault.times` OpenID configuration and JWKS requests (an
-    /// Entra metadata outage); [`FaultKind::InvalidClient`](crate::FaultKind) answers 500 here.
-    pub fn inject_metadata_fault(&self, fault: Fault) {
-        self.state.metadata_faults.inject(fault);
-    }
-
-    /// Drops every queued metadata fault.
-    pub fn clear_metadata_faults(&self) {
-        self.state.metadata_faults.clear();
-    }
-
-    /// Every OBO and refresh grant answered since start or the last [`Self::reset_stats`],
-    /// with its scopes and `claims`.
-    pub fn grant_log(&self) -> Vec<GrantRecord> {
-        self.state.grants.lock().log.clone()
-    }
-
-    /// Withdraws the consent for `resource` of the user: OBO and refresh grants asking for it
-    /// answer `invalid_grant` AADSTS65001 (`suberror: consent_required`) until
-    /// [`Self::grant_consent`]. Every resource is consented by default.
-    pub fn withhold_consent(&self, tid: &str, oid: &str, resource: &str) {
-        self.state.grants.lock().no_consent.insert((
-            tid.to_owned(),
-            oid.to_owned(),
-            resource.to_owned(),
-        ));
-    }
-
-    /// Gives back the consent [`Self::withhold_consent`] took.
-    pub fn grant_consent(&self, tid: &str, oid: &str, resource: &str) {
-        self.state.grants.lock().no_consent.remove(&(
-            tid.to_owned(),
-            oid.to_owned(),
-            resource.to_owned(),
-        ));
-    }
-
-    /// Issues valid refresh tokens for many users of a tenant at once, as if each had done an
-    /// OBO for `{downstream resource}/.default offline_access openid profile`. Returned in the
-    /// order of `users` (object ids).
-    pub fn issue_refresh_tokens(&self, tid: &str, users: &[String]) -> Vec<String> {
-        let scopes = format!(
-            "{}/.default offline_access openid profile",
-            self.state.downstream_resource
-        );
-        let tokens: Vec<String> = {
-            let mut grants = self.state.grants.lock();
-            users
-                .iter()
-                .map(|oid| grants.issue_refresh_token(tid, oid, &scopes))
-                .collect()
-        };
-        self.state.issued.lock().extend(tokens.iter().cloned());
-        tokens
-    }
-
-    /// The newest refresh token issued for the user, if any (revoked or not).
-    pub fn latest_refresh_token(&self, tid: &str, oid: &str) -> Option<String> {
-        self.state
-            .grants
-            .lock()
-            .latest
-            .get(&(tid.to_owned(), oid.to_owned()))
-            .cloned()
-    }
-
-    /// Every secret this emulator issued: the client secret, each access, id and app token
-    /// (minted or granted, including `sign_raw` output) and each refresh token.
-    pub fn issued_secrets(&self) -> Vec<String> {
-        let mut secrets = vec![self.state.client_secret.clone()];
-        secrets.extend(self.state.issued.lock().iter().cloned());
-        secrets
     }
 }
 
