@@ -22,7 +22,7 @@
 //! Several APIs, each with its own audience, run as several emulators (see `Stack`).
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -31,15 +31,14 @@ use std::{
 };
 
 use axum::{
-    body::{Body, Bytes},
+    body::Bytes,
     http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::any,
     Json, Router,
 };
-use base64::Engine as _;
 use parking_lot::Mutex;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::{
     entra::display_name,
@@ -47,28 +46,14 @@ use crate::{
     signing::KeyStore,
 };
 
+mod auth;
+mod echo;
+
+use auth::{authenticate, cae_challenge};
+use echo::{echoed_headers, parse_body, query_object, status_response};
+
 /// Path prefix of the API, as in Graph.
 const API_PREFIX: &str = "/v1.0";
-
-/// Request headers never echoed: standard, hop-by-hop or credential-bearing ones.
-const HIDDEN_HEADERS: [&str; 16] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "host",
-    "user-agent",
-    "accept",
-    "accept-encoding",
-    "accept-language",
-    "content-type",
-    "content-length",
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "upgrade",
-    "expect",
-];
 
 /// Counters since start or the last [`DownstreamEmulator::reset_stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -281,80 +266,6 @@ fn handle(
     Json(echo).into_response()
 }
 
-/// Checks the bearer token; the error is Graph's message for the failure.
-fn authenticate(state: &DownstreamState, headers: &HeaderMap) -> Result<Value, &'static str> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|token| !token.is_empty())
-        .ok_or("Access token is empty.")?;
-    let claims = state
-        .keys
-        .verify(token)
-        .map_err(|_| "Access token validation failure. Invalid signature or token.")?;
-    if claims.get("aud").and_then(Value::as_str) != Some(state.resource.as_str()) {
-        return Err("Access token validation failure. Invalid audience.");
-    }
-    let now = chrono::Utc::now().timestamp();
-    match claims.get("exp").and_then(Value::as_i64) {
-        Some(exp) if exp > now => {}
-        _ => return Err("Lifetime validation failed, the token is expired."),
-    }
-    if claims
-        .get("nbf")
-        .and_then(Value::as_i64)
-        .is_some_and(|nbf| nbf > now)
-    {
-        return Err("Lifetime validation failed, the token is not yet valid.");
-    }
-    Ok(claims)
-}
-
-/// The claims challenge for a revoked CAE token; records the `uti` of an accepted one.
-fn cae_challenge(state: &DownstreamState, claims: &Value) -> Option<Response> {
-    let capable = claims["xms_cc"]
-        .as_array()
-        .is_some_and(|values| values.iter().any(|v| v.as_str() == Some("cp1")));
-    if !capable {
-        return None;
-    }
-    let text = |name: &str| claims[name].as_str().unwrap_or_default().to_owned();
-    let user = (text("tid"), text("oid"));
-    let uti = text("uti");
-    let issued = claims["iat"].as_i64().unwrap_or(0);
-    if let Some(revocation) = state.revocations.lock().get(&user) {
-        if issued < revocation.at || revocation.revoked.contains(&uti) {
-            let challenge = json!({"access_token": {"nbf": {
-                "essential": true,
-                "value": revocation.at.to_string(),
-            }}});
-            let mut response = graph_error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Continuous access evaluation resulted in challenge with result: \
-                 InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp",
-            );
-            let header = format!(
-                "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", \
-                 client_id=\"{}\", error=\"insufficient_claims\", claims=\"{}\"",
-                state.resource,
-                base64::engine::general_purpose::STANDARD.encode(challenge.to_string())
-            );
-            if let Ok(value) = HeaderValue::from_str(&header) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, value);
-            }
-            return Some(response);
-        }
-    }
-    state.seen.lock().entry(user).or_default().insert(uti);
-    None
-}
-
 /// Graph's error body, `{"error": {"code", "message", "innerError": {...}}}`.
 fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -370,103 +281,4 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
         },
     });
     (status, Json(body)).into_response()
-}
-
-/// `/v1.0/status/{code}`: that status with a small JSON body (none for 204 and 304).
-fn status_response(code: &str) -> Response {
-    let Some(status) = code
-        .parse::<u16>()
-        .ok()
-        .filter(|c| (200..=599).contains(c))
-        .and_then(|c| StatusCode::from_u16(c).ok())
-    else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "The status must be a number from 200 to 599.",
-        );
-    };
-    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Response::builder()
-            .status(status)
-            .body(Body::empty())
-            .unwrap_or_default();
-    }
-    if status.is_client_error() || status.is_server_error() {
-        return graph_error(
-            status,
-            "EmulatedStatus",
-            &format!("Emulated status {}.", status.as_u16()),
-        );
-    }
-    (status, Json(json!({ "status": status.as_u16() }))).into_response()
-}
-
-fn query_object(query: Option<&str>) -> Value {
-    let mut fields = Map::new();
-    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        fields
-            .entry(name.into_owned())
-            .or_insert_with(|| value.into_owned().into());
-    }
-    Value::Object(fields)
-}
-
-fn echoed_headers(headers: &HeaderMap) -> Value {
-    let mut echoed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, value) in headers {
-        let name = name.as_str(); // already lower-case
-        if HIDDEN_HEADERS.contains(&name) {
-            continue;
-        }
-        echoed
-            .entry(name.to_owned())
-            .or_default()
-            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
-    }
-    Value::Object(
-        echoed
-            .into_iter()
-            .map(|(name, values)| (name, Value::from(values.join(", "))))
-            .collect(),
-    )
-}
-
-fn parse_body(body: &[u8]) -> Value {
-    if body.is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_slice(body)
-        .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(body).into_owned()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_paths_are_bounded() {
-        assert_eq!(status_response("404").status(), StatusCode::NOT_FOUND);
-        assert_eq!(status_response("204").status(), StatusCode::NO_CONTENT);
-        assert_eq!(status_response("201").status(), StatusCode::CREATED);
-        for bad in ["", "99", "600", "abc", "101", "4044"] {
-            assert_eq!(
-                status_response(bad).status(),
-                StatusCode::BAD_REQUEST,
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn headers_hide_credentials_and_standard_ones() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        headers.insert("ConsistencyLevel", HeaderValue::from_static("eventual"));
-        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        assert_eq!(
-            echoed_headers(&headers),
-            json!({"consistencylevel": "eventual"})
-        );
-    }
 }
