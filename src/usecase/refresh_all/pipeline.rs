@@ -45,9 +45,11 @@ enum Claims {
     /// Nothing was due, but rows deferred by a tenant's pause come due at this time, within
     /// the run's budget: claim again then.
     After(std::time::Instant),
-    /// The last claim found nothing due while claimed rows still waited in the queue (claims
-    /// run ahead): once every claimed row has started, the pauses they met decide
-    /// (`Run::after_pauses`), as when the claim had come at that point.
+    /// The last claim found nothing due while claimed rows still waited or ran (claims run
+    /// ahead): once every claimed row has finished, the pauses they met decide
+    /// (`Run::after_pauses`). Waiting for the last row, not only for its start, makes the
+    /// decision the same whatever order the answers came in: a 429 still in flight when the
+    /// claim came back empty is known by then, and its row is claimed again after the pause.
     Dry,
     /// No more rows are due, or a claim failed: no more claims for this key.
     Exhausted,
@@ -170,7 +172,7 @@ impl Run {
     /// Claims the next batch while less than a batch waits in the queue, unless the run
     /// stopped: at 64 rows in flight a claim may take longer than the queue's last rows.
     fn start_claim(self: &Arc<Self>, pipeline: &mut Pipeline, latest: &Arc<VersionedKey>) {
-        if pipeline.claims == Claims::Dry && pipeline.queue.is_empty() {
+        if pipeline.claims == Claims::Dry && pipeline.queue.is_empty() && pipeline.working == 0 {
             pipeline.claims = self.after_pauses(pipeline.waited_for);
             if let Claims::After(until) = pipeline.claims {
                 pipeline.waited_for = Some(until);
@@ -250,7 +252,7 @@ impl Run {
         }
     }
 
-    /// What follows a claim that found nothing due, once every claimed row started: one more
+    /// What follows a claim that found nothing due, once every claimed row finished: one more
     /// claim after the last tenant pause of this run (the throttled rows it deferred come due
     /// then) if that is within the budget and was not waited for already; else the key is done.
     fn after_pauses(&self, waited_for: Option<std::time::Instant>) -> Claims {
