@@ -153,18 +153,24 @@ impl ClientCall {
         }
     }
 
+    /// Marks the span failed with `kind` (fixed and secret-free), on the span and on the
+    /// latency point.
+    fn failed(&mut self, kind: &'static str) {
+        let error = KeyValue::new("error.type", kind);
+        let span = self.cx.span();
+        span.set_attribute(error.clone());
+        span.set_status(Status::error(""));
+        self.attributes.push(error);
+    }
+
     /// Ends a statement's span, with `error` (a fixed kind such as `database` or `io`) when
     /// it failed.
     pub fn finish_query(mut self, error: Option<&'static str>) {
         let elapsed = self.started.elapsed().as_secs_f64();
-        let span = self.cx.span();
         if let Some(kind) = error {
-            let error = KeyValue::new("error.type", kind);
-            span.set_attribute(error.clone());
-            span.set_status(Status::error(""));
-            self.attributes.push(error);
+            self.failed(kind);
         }
-        span.end();
+        self.cx.span().end();
         let instruments = &self.scope.telemetry.instruments;
         instruments.db_duration.record(elapsed, &self.attributes);
     }
@@ -184,14 +190,9 @@ impl ClientCall {
                     span.set_status(Status::error(""));
                 }
             }
-            Err(kind) => {
-                let error = KeyValue::new("error.type", kind);
-                span.set_attribute(error.clone());
-                span.set_status(Status::error(""));
-                self.attributes.push(error);
-            }
+            Err(kind) => self.failed(kind),
         }
-        span.end();
+        self.cx.span().end();
         let instruments = &self.scope.telemetry.instruments;
         instruments
             .client_duration
