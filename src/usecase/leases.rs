@@ -74,7 +74,8 @@ impl HeldLease {
     /// returned guard is dropped or the row moves on (a save or a mark by the holder bumps
     /// the revision, which ends the renewals by itself).
     pub(crate) fn keep_alive(mut self, store: Arc<dyn TokenStore>) -> KeepAlive {
-        let task = tokio::spawn(async move {
+        // The renewals' statements belong to the invocation that holds the lease.
+        let task = tokio::spawn(crate::telemetry::carry(async move {
             loop {
                 let renew_at = self.runs_until.checked_sub(self.lease.duration / 3);
                 tokio::time::sleep_until(renew_at.unwrap_or_else(Instant::now)).await;
@@ -88,7 +89,7 @@ impl HeldLease {
                     }
                 }
             }
-        });
+        }));
         KeepAlive(task)
     }
 }

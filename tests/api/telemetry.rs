@@ -228,6 +228,21 @@ async fn every_invocation_continues_the_host_trace_with_its_outbound_calls() {
         ["downstream"],
         "warm do-work asks no one for a token"
     );
+    // The rotated token's save runs beside the cold call's answer, in a task of its own, and
+    // still reports under the call's trace.
+    eventually(&receiver, "the cold call's save under its trace", |r| {
+        let (server, clients) = invocation(&r.spans(), &cold_trace)?;
+        clients
+            .iter()
+            .any(|c| {
+                c.parent_span_id == server.span_id
+                    && c.attributes
+                        .get("db.query.text")
+                        .is_some_and(|text| text.contains("SET\n        sealed_refresh_token"))
+            })
+            .then_some(())
+    })
+    .await;
     let timer_calls = dependencies(&clients_of[&timer_trace]);
     assert_eq!(
         timer_calls.iter().filter(|d| **d == "entra.token").count(),

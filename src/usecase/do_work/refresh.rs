@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use tokio::sync::OwnedMutexGuard;
 
@@ -149,30 +150,35 @@ fn spawn_save(
     unsaved: Unsaved,
     user_lock: OwnedMutexGuard<()>,
 ) -> PendingSave {
-    tokio::spawn(async move {
-        let Unsaved {
-            row,
-            keep_alive,
-            current_key,
-            next,
-        } = unsaved;
-        // Renewals go on until the save is done, and the user's next redemption waits for it.
-        let _renewing = keep_alive;
-        let _user_lock = user_lock;
-        // Entra already rotated the token; dropping it would lose the grant wherever redeemed
-        // tokens stop working. So the latest key seals it, or the version that just opened the
-        // row when that one is newer than a stale cached "latest" or "latest" is unavailable.
-        let key = custody::sealing_key(&deps, &owner, &current_key).await;
-        match key.and_then(|key| custody::seal_with(&key, &owner, &next)) {
-            Ok(grant) => {
-                custody::save_refreshed(&deps, &row, &grant, &deps.policy.instance_id).await
-            }
-            Err(error) => {
-                release(&deps, &owner).await;
-                Err(error)
+    // Under the invocation's span and trace context: the save's statements are part of the
+    // call that redeemed the token, even when they end after its answer.
+    tokio::spawn(crate::telemetry::carry(
+        async move {
+            let Unsaved {
+                row,
+                keep_alive,
+                current_key,
+                next,
+            } = unsaved;
+            // Renewals go on until the save is done, and the user's next redemption waits for it.
+            let _renewing = keep_alive;
+            let _user_lock = user_lock;
+            // Entra already rotated the token; dropping it would lose the grant wherever redeemed
+            // tokens stop working. So the latest key seals it, or the version that just opened the
+            // row when that one is newer than a stale cached "latest" or "latest" is unavailable.
+            let key = custody::sealing_key(&deps, &owner, &current_key).await;
+            match key.and_then(|key| custody::seal_with(&key, &owner, &next)) {
+                Ok(grant) => {
+                    custody::save_refreshed(&deps, &row, &grant, &deps.policy.instance_id).await
+                }
+                Err(error) => {
+                    release(&deps, &owner).await;
+                    Err(error)
+                }
             }
         }
-    })
+        .in_current_span(),
+    ))
 }
 
 async fn acquire_lease(deps: &Deps, owner: &UserKey) -> Result<TokenRecord, FlowError> {
