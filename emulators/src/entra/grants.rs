@@ -57,8 +57,10 @@ pub(super) async fn token(
         .answer(|outcome| {
             // The grant's work (its RS256 signature above all) runs on the blocking pool, within
             // the latency: on the runtime's workers it held up the answers of other requests
-            // that were due meanwhile, and real Entra's work for one request never delays
-            // another's answer.
+            // that were due meanwhile. Real Entra limits a caller by request rate, answering
+            // over the limit at once (429 with Retry-After for client credentials, AADSTS50196
+            // for user-facing grants), not by queueing one request behind another's work:
+            // https://learn.microsoft.com/entra/msal/dotnet/advanced/client-and-server-throttling
             let state = Arc::clone(&state);
             async move {
                 let work = tokio::task::spawn_blocking(move || {
