@@ -473,7 +473,8 @@ fn telemetry_table(report: &Value) {
             "exporter",
             "service CPU µs/call",
             "samples",
-            "vs none %",
+            "vs none % (means)",
+            "vs none % (median of rounds)",
             "p50 ms",
         ],
         variants
@@ -484,6 +485,7 @@ fn telemetry_table(report: &Value) {
                     f(&v["service_cpu_us_per_call"]),
                     f(&v["samples_us_per_call"]),
                     f(&v["overhead_percent"]),
+                    f(&v["median_round_overhead_percent"]),
                     f(&v["p50_ms"]),
                 ]
             })
