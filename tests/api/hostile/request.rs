@@ -193,7 +193,11 @@ pub(super) const PATH_NOT_ALLOWED: Expect = problem(400, "path_not_allowed");
 pub(super) const TOO_LARGE: Expect = problem(413, "payload_too_large");
 pub(super) const UNSUPPORTED: Expect = problem(415, "unsupported_media_type");
 
-pub(super) async fn send(app: &TestApp, send: &Send) -> Result<Outcome, String> {
+pub(super) async fn send(
+    app: &TestApp,
+    client: &reqwest::Client,
+    send: &Send,
+) -> Result<Outcome, String> {
     let (method, path, headers, body, invocation) = match send {
         Send::Forwarded(req) => (
             req.method,
@@ -222,7 +226,7 @@ pub(super) async fn send(app: &TestApp, send: &Send) -> Result<Outcome, String> 
             matches!(*path, "/setup" | "/do-work"),
         ),
     };
-    let mut request = app.client.request(
+    let mut request = client.request(
         reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
         format!("{}{path}", app.address),
     );
