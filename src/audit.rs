@@ -4,8 +4,7 @@
 //! Records are written by a background task in batches, off the request path; if the database
 //! is slow the queue absorbs bursts, and when it is full a record is dropped from the table
 //! (never from the log line) rather than slowing do-work down. A process that stops loses the
-//! records of its last [`GATHER`] at most; the log line of each act is already
-//! written.
+//! records of its last [`GATHER`] at most; the log line of each act is already written.
 
 use std::sync::Arc;
 use std::time::Duration;

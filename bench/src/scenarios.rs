@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 mod telemetry;
 mod two_apis;
 
-use crate::load::{self, round, Until};
+use crate::load::{self, median, round, Until};
 use crate::package::Packaged;
 use crate::proc::{self, Service};
 use crate::{report, Args, Sizes};
@@ -561,7 +561,7 @@ impl Ctx {
             v.sort_by(f64::total_cmp);
             json!({
                 "runs_ms": v.iter().map(|x| round(*x, 1)).collect::<Vec<_>>(),
-                "median_ms": round(v[v.len() / 2], 1),
+                "median_ms": round(median(&v), 1),
                 "max_ms": round(v[v.len() - 1], 1),
             })
         };

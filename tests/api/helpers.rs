@@ -316,11 +316,17 @@ impl TestApp {
         oid: &str,
         request: serde_json::Value,
     ) -> reqwest::Response {
+        self.do_work_body(token, &self.do_work_json(oid, request))
+            .await
+    }
+
+    /// The do-work body naming `oid` of this app's tenant, with `request` unless it is null.
+    pub(crate) fn do_work_json(&self, oid: &str, request: serde_json::Value) -> serde_json::Value {
         let mut body = serde_json::json!({ "tenantId": self.tenant(), "userId": oid });
         if !request.is_null() {
             body["request"] = request;
         }
-        self.do_work_body(token, &body).await
+        body
     }
 
     /// do-work on this instance with a body of the test's own making.

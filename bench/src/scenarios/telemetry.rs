@@ -10,7 +10,7 @@
 use serde_json::{json, Value};
 
 use super::Ctx;
-use crate::load::{round, Until};
+use crate::load::{median, round, Until};
 use crate::proc::Service;
 
 /// The variants, by report name: the telemetry settings each adds.
@@ -106,9 +106,6 @@ struct Sample {
 /// Per variant: every sample, the mean, the mean's excess over `none`, and the median of the
 /// rounds' excesses over their own `none`.
 fn summary(samples: &[Sample], concurrency: usize) -> Value {
-    fn of<'a>(samples: &'a [Sample], name: &'a str) -> impl Iterator<Item = &'a Sample> {
-        samples.iter().filter(move |s| s.variant == name)
-    }
     let mean = |name: &str, pick: fn(&Sample) -> f64| {
         let values: Vec<f64> = of(samples, name).map(pick).collect();
         values.iter().sum::<f64>() / values.len().max(1) as f64
@@ -133,30 +130,19 @@ fn summary(samples: &[Sample], concurrency: usize) -> Value {
     json!({ "backend": "sqlite", "concurrency": concurrency, "variants": variants })
 }
 
+/// The samples of variant `name`, round by round.
+fn of<'a>(samples: &'a [Sample], name: &'a str) -> impl Iterator<Item = &'a Sample> {
+    samples.iter().filter(move |s| s.variant == name)
+}
+
 /// Each round's excess of `name` over the same round's `none`, in percent.
 fn round_excesses(samples: &[Sample], name: &str) -> Vec<f64> {
-    let cpu_of = |round: usize, variant: &str| {
-        samples
-            .iter()
-            .find(|s| s.round == round && s.variant == variant)
-            .map(|s| s.cpu_us_per_call)
-    };
-    samples
-        .iter()
-        .filter(|s| s.variant == name)
+    of(samples, name)
         .filter_map(|s| {
-            let none = cpu_of(s.round, "none")?;
+            let none = of(samples, "none")
+                .find(|n| n.round == s.round)?
+                .cpu_us_per_call;
             Some((s.cpu_us_per_call / none.max(0.001) - 1.0) * 100.0)
         })
         .collect()
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
 }

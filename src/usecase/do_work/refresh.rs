@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument as _;
 
 use tokio::sync::OwnedMutexGuard;
+use tracing::Instrument as _;
 
 use super::PendingSave;
 use crate::access_tokens::CachedAccessToken;

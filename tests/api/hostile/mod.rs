@@ -102,7 +102,7 @@ async fn hostile_input_is_refused_and_changes_nothing(app: TestApp) {
     }
     // The connected user is intact and still works after all of it (on a new connection, as
     // the app's own client may hold one the last case left closing).
-    let body = json!({ "tenantId": app.tenant(), "userId": oid });
+    let body = app.do_work_json(&oid, Value::Null);
     let status =
         crate::helpers::do_work_request(&client, &app.address, &app.workload_token(), &body)
             .send()
