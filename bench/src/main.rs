@@ -37,7 +37,8 @@ pub(crate) struct Args {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Run only these sections (comma-separated): do-work, cold, setup, startup, refresh,
-    /// reseal, telemetry.
+    /// reseal, telemetry; and telemetry-instructions, which only runs when named (it runs
+    /// the service under valgrind for a few minutes).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds per do-work load point [default: 4, quick: 0.5].
@@ -141,7 +142,12 @@ impl Args {
     }
 
     pub(crate) fn wants(&self, section: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|s| s == section)
+        self.only.is_empty() || self.names(section)
+    }
+
+    /// Whether `--only` names `section` (the sections a default run leaves out).
+    pub(crate) fn names(&self, section: &str) -> bool {
+        self.only.iter().any(|s| s == section)
     }
 
     pub(crate) fn report_path(&self) -> PathBuf {

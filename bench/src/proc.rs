@@ -65,7 +65,25 @@ pub(crate) fn profile() -> &'static str {
 }
 
 fn command(env: &[(String, String)], args: &[&str]) -> anyhow::Result<Command> {
-    let mut command = Command::new(service_binary()?);
+    wrapped_command(&[], env, args)
+}
+
+/// The service binary with `args`, run by `wrapper` (a program and its arguments, such as
+/// `valgrind --tool=callgrind`) when it is not empty.
+fn wrapped_command(
+    wrapper: &[String],
+    env: &[(String, String)],
+    args: &[&str],
+) -> anyhow::Result<Command> {
+    let binary = service_binary()?;
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
     command
         .args(args)
         .env_clear()
@@ -91,6 +109,16 @@ impl Service {
         client: &reqwest::Client,
     ) -> anyhow::Result<Self> {
         Self::start_command(command(env, &["serve"])?, client).await
+    }
+
+    /// Spawns the service under `wrapper` (see [`wrapped_command`]) and waits until `GET /`
+    /// answers. Its `pid` is the wrapper's, which valgrind shares with the program it runs.
+    pub(crate) async fn start_wrapped(
+        wrapper: &[String],
+        env: &[(String, String)],
+        client: &reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        Self::start_command(wrapped_command(wrapper, env, &["serve"])?, client).await
     }
 
     /// Spawns the packaged service as the Functions host does (host.json's executable and

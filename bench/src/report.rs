@@ -220,6 +220,7 @@ pub(crate) fn print(report: &Value) {
             .collect(),
     );
     telemetry_table(report);
+    instructions_table(report);
     let two = &report["do_work_warm_two_downstreams"];
     if two.is_object() {
         table(
@@ -487,6 +488,32 @@ fn telemetry_table(report: &Value) {
                     f(&v["overhead_percent"]),
                     f(&v["median_round_overhead_percent"]),
                     f(&v["p50_ms"]),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// The telemetry point counted in instructions, when it ran.
+fn instructions_table(report: &Value) {
+    let point = &report["do_work_warm_telemetry_instructions"];
+    let Some(variants) = point["variants"].as_array() else {
+        return;
+    };
+    table(
+        &format!(
+            "do-work, warm, telemetry exporters in instructions ({}, {} calls one at a time)",
+            f(&point["backend"]),
+            f(&point["calls"])
+        ),
+        &["exporter", "instructions/call", "vs none %"],
+        variants
+            .iter()
+            .map(|v| {
+                vec![
+                    f(&v["exporter"]),
+                    f(&v["instructions_per_call"]),
+                    f(&v["overhead_percent"]),
                 ]
             })
             .collect(),

@@ -12,6 +12,7 @@ use obo_vault::config::{Env, Settings};
 use obo_vault::domain::{RefreshToken, TenantId, UserId, UserKey};
 use serde_json::{json, Value};
 
+mod instructions;
 mod telemetry;
 mod two_apis;
 
@@ -127,6 +128,9 @@ impl Ctx {
         }
         if self.args.wants("telemetry") {
             report["do_work_warm_telemetry"] = self.telemetry_cost().await?;
+        }
+        if self.args.names("telemetry-instructions") {
+            report["do_work_warm_telemetry_instructions"] = self.telemetry_instructions().await?;
         }
         Ok(report)
     }

@@ -7,6 +7,8 @@
 //! excess of the means, the median of each round's excess over that round's `none`: the
 //! variants of one round ran seconds apart, on the same machine state.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use super::Ctx;
@@ -35,18 +37,7 @@ fn variants(ctx: &Ctx, dead_port: u16) -> [(&'static str, Vec<(String, String)>)
 impl Ctx {
     /// The telemetry-cost point: do-work warm at concurrency 8, SQLite.
     pub(super) async fn telemetry_cost(&self) -> anyhow::Result<Value> {
-        self.step("SQLite, telemetry cost: seeding");
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            self.temp.path().join("telemetry.db").display()
-        );
-        let base = self.env(&url);
-        let app = self.app(&url).await?;
-        let users = self
-            .seed(&app, self.sizes.warm_users, chrono::Utc::now())
-            .await?;
-        drop(app);
-        let bodies = self.do_work_bodies(&users);
+        let (base, bodies) = self.telemetry_users("telemetry.db").await?;
         let dead_port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -92,6 +83,27 @@ impl Ctx {
             }
         }
         Ok(summary(&samples, concurrency))
+    }
+}
+
+impl Ctx {
+    /// A SQLite database of warm users for the telemetry points: the service settings for
+    /// it, and one do-work body per user.
+    pub(super) async fn telemetry_users(
+        &self,
+        file: &str,
+    ) -> anyhow::Result<(Vec<(String, String)>, Arc<Vec<String>>)> {
+        self.step("SQLite, telemetry cost: seeding");
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            self.temp.path().join(file).display()
+        );
+        let app = self.app(&url).await?;
+        let users = self
+            .seed(&app, self.sizes.warm_users, chrono::Utc::now())
+            .await?;
+        drop(app);
+        Ok((self.env(&url), self.do_work_bodies(&users)))
     }
 }
 
