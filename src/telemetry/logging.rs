@@ -15,17 +15,26 @@ where
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn,azure_core=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(sink)
-        .with_target(true);
     let result = match format {
-        LogFormat::Json => builder
-            .json()
+        // json-subscriber writes the lines tracing-subscriber's `json()` writes (the same
+        // keys), at less cost: it serialises a span's fields once, when they are recorded, and
+        // copies that text into each line, where `json()` parses it back and serialises it
+        // again for every line (docs/PERFORMANCE.md, "Logging").
+        LogFormat::Json => json_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(sink)
+            .with_target(true)
             .flatten_event(true)
-            .with_current_span(true)
+            // `spans` lists every span around the event, the innermost last; `span` would
+            // repeat that last one on every line.
+            .with_current_span(false)
+            .with_span_list(true)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(sink)
+            .with_target(true)
+            .try_init(),
     };
     // Already installed (tests, or the CLI calling twice): keep the first.
     drop(result);
