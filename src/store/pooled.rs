@@ -4,12 +4,38 @@
 //! statement's failure (`From<sqlx::Error>`). Every store and outbox operation takes its
 //! connection through here rather than handing the pool to sqlx, which would blur the two.
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Database, Pool, Transaction};
+use std::time::Duration;
+
+use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::{Connection as _, Database, Pool, Transaction};
 
 use super::dialect::Param;
 use super::exec::Exec;
 use super::StoreError;
+
+/// How long a connection may sit idle and still be handed out without a ping first. sqlx
+/// pings every connection as it goes back to the pool, so one released this recently answered
+/// a moment ago; one idle for longer (a database restart or a dropped network flow may lie in
+/// between) is pinged before use, and replaced if it does not answer.
+pub(crate) const TRUSTED_IDLE: Duration = Duration::from_secs(1);
+
+/// `options` with a ping before a connection is handed out only when it sat idle for
+/// [`TRUSTED_IDLE`] or more, instead of before every use (sqlx's `test_before_acquire`).
+/// Under load a connection is back in use within microseconds of its release, and the ping
+/// before each statement was one of the warm do-work call's three round trips to Postgres
+/// (one more wake-up of a sleeping reader on each side).
+pub(crate) fn ping_when_idle<DB: Database>(options: PoolOptions<DB>) -> PoolOptions<DB> {
+    options
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TRUSTED_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
 
 /// A connection of `pool`, opened now if none is idle.
 pub(crate) async fn connection<DB: Database>(

@@ -78,7 +78,7 @@ pub(crate) async fn open(url: &SecretString, auth: &DatabaseAuth) -> Result<PgPo
     let (base, renewal) = crate::database_auth::sign_in(base, url, auth)
         .await
         .map_err(|error| StoreError::Other(error.into()))?;
-    let pool = PgPoolOptions::new()
+    let pool = super::pooled::ping_when_idle(PgPoolOptions::new())
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
         // Closed before a load balancer or NAT forgets an idle flow (Azure drops idle flows

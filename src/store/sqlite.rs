@@ -46,7 +46,7 @@ pub(crate) async fn open(url: &SecretString) -> Result<SqlitePool, StoreError> {
         .busy_timeout(Duration::from_secs(5))
         // The access history's ON DELETE CASCADE needs it, on every connection.
         .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
+    let pool = super::pooled::ping_when_idle(SqlitePoolOptions::new())
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)

@@ -1,15 +1,16 @@
 //! Real failures to connect, each judged by its kind: a server that cuts the connection
-//! while TLS is negotiated, a port where nothing listens, a sign-in the server refuses.
+//! while TLS is negotiated, a port where nothing listens, a sign-in the server refuses; and an
+//! idle connection the server dropped, replaced before use.
 
 use std::str::FromStr as _;
 use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::io::AsyncReadExt as _;
 
-use super::connection;
+use super::{connection, ping_when_idle, TRUSTED_IDLE};
 use crate::store::StoreError;
 
 fn pool(options: PgConnectOptions) -> PgPool {
@@ -73,6 +74,39 @@ async fn a_refused_sign_in_is_unavailable() {
             _ => None,
         };
         assert_eq!(code.as_deref(), Some("28000"), "{error:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_the_server_dropped_while_idle_is_replaced_before_use() {
+    crate::store::harness::with_postgres(|url| async move {
+        let options = PgConnectOptions::from_str(url.expose_secret()).unwrap();
+        let pool = ping_when_idle(PgPoolOptions::new().max_connections(1))
+            .connect_lazy_with(options.clone());
+        let backend_of = |pool: PgPool| async move {
+            let mut conn = connection(&pool).await.unwrap();
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            pid
+        };
+        let first = backend_of(pool.clone()).await;
+        // The release ping has put it back; it now sits idle past the trusted time, and the
+        // server ends it (as a restart or a failover would).
+        tokio::time::sleep(TRUSTED_IDLE + Duration::from_millis(300)).await;
+        let mut admin = PgConnection::connect_with(&options).await.unwrap();
+        let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+            .bind(first)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert!(ended);
+        // The pool's only connection is dead: taking one pings it, drops it and opens another,
+        // so the statement runs instead of failing on the dead socket.
+        let second = backend_of(pool.clone()).await;
+        assert_ne!(first, second);
     })
     .await;
 }
