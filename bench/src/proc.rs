@@ -263,7 +263,8 @@ pub(crate) async fn run_cli(env: &[(String, String)], args: &[&str]) -> anyhow::
     })
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port on 127.0.0.1 where nothing listens (once the probe listener is dropped).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

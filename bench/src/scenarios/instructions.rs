@@ -3,13 +3,14 @@
 //! `callgrind_control -i on` to a dump: a fixed number of warm calls one after another, then a
 //! wait longer than the span processor's export delay, so that the export of every span those
 //! calls made is counted too (all of the service's threads). Each variant runs on a database
-//! of its own, seeded alike. For one binary and one input the count repeats to about 1 %,
+//! of its own, seeded alike. For one binary and one input the count repeats to about 0.5 %,
 //! where CPU time on this shared 2-core host moves ±10 % between samples of the same binary,
 //! more than the 5 % being judged.
 //!
-//! What it leaves out: the kernel's share (about half of a warm call's CPU time here; the same
-//! with and without an exporter but for one upload per batch of spans) and how many
-//! instructions a cycle runs. Valgrind hides SHA-NI from the program, so the workload token's
+//! What it leaves out: the kernel's share (about half of a warm call's CPU time here) and how
+//! many instructions a cycle runs; telemetry's excess in CPU time has been larger than in
+//! instructions (docs/PERFORMANCE.md), so the count complements the CPU point rather than
+//! replacing it. Valgrind hides SHA-NI from the program, so the workload token's
 //! cache key is hashed in software: the same in every variant. Needs valgrind; runs only when
 //! named (`--only telemetry-instructions`), in about two minutes.
 
@@ -21,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::Ctx;
 use crate::load::{round, Until};
-use crate::proc::Service;
+use crate::proc::{self, Service};
 
 /// Longer than the batch span processor's scheduled delay (5 s by default): the spans of the
 /// last counted calls leave within the count.
@@ -71,9 +72,7 @@ impl Ctx {
     /// Instructions per warm do-work call (SQLite, one call at a time) for each variant.
     pub(super) async fn telemetry_instructions(&self) -> anyhow::Result<Value> {
         let calls = if self.sizes.quick { 200 } else { 2000 };
-        let dead_port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let dead_port = proc::free_port()?;
         let mut counted = Vec::new();
         for (name, extra) in variants(self, dead_port) {
             // A database of its own: the calls' access history grows it, and a shared one
@@ -96,11 +95,11 @@ impl Ctx {
             let warm_up = Until::Calls(2 * bodies.len());
             self.do_work_load(&service, &bodies, 1, warm_up, true)
                 .await?;
-            callgrind_control("-i", "on", service.pid).await?;
+            callgrind_control(&["-i", "on"], service.pid).await?;
             self.do_work_load(&service, &bodies, 1, Until::Calls(calls), true)
                 .await?;
             tokio::time::sleep(EXPORT_WAIT).await;
-            callgrind_control("-d", "", service.pid).await?;
+            callgrind_control(&["-d"], service.pid).await?;
             let instructions = dumped_instructions(&out).await?;
             service.stop().await?;
             counted.push((name, instructions as f64 / calls as f64));
@@ -109,21 +108,18 @@ impl Ctx {
     }
 }
 
-/// Runs `callgrind_control <flag> [value] <pid>`.
-async fn callgrind_control(flag: &str, value: &str, pid: u32) -> anyhow::Result<()> {
-    let mut command = tokio::process::Command::new("callgrind_control");
-    command.arg(flag);
-    if !value.is_empty() {
-        command.arg(value);
-    }
-    let output = command
+/// Runs `callgrind_control <args> <pid>`.
+async fn callgrind_control(args: &[&str], pid: u32) -> anyhow::Result<()> {
+    let output = tokio::process::Command::new("callgrind_control")
+        .args(args)
         .arg(pid.to_string())
         .output()
         .await
         .context("running callgrind_control (is valgrind installed?)")?;
     if !output.status.success() {
         bail!(
-            "callgrind_control {flag} {value} failed: {}",
+            "callgrind_control {} failed: {}",
+            args.join(" "),
             String::from_utf8_lossy(&output.stderr)
         );
     }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::Ctx;
 use crate::load::{median, round, Until};
-use crate::proc::Service;
+use crate::proc::{self, Service};
 
 /// The variants, by report name: the telemetry settings each adds.
 fn variants(ctx: &Ctx, dead_port: u16) -> [(&'static str, Vec<(String, String)>); 3] {
@@ -38,9 +38,7 @@ impl Ctx {
     /// The telemetry-cost point: do-work warm at concurrency 8, SQLite.
     pub(super) async fn telemetry_cost(&self) -> anyhow::Result<Value> {
         let (base, bodies) = self.telemetry_users("telemetry.db").await?;
-        let dead_port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let dead_port = proc::free_port()?;
         let rounds = if self.sizes.quick { 1 } else { 6 };
         let concurrency = 8;
         let mut samples: Vec<Sample> = Vec::new();
