@@ -92,21 +92,26 @@ impl CachedKeys {
         if let Some(error) = self.remembered_refusal(&id) {
             return Err(error);
         }
-        let source = self.source.clone();
-        let fetch_id = id.clone();
-        let result = self
-            .versions
-            .try_get_with(id.clone(), async move {
-                source.version(&fetch_id.0, &fetch_id.1).await
+        // The refusal is remembered inside the shared fetch, before it ends: a caller that
+        // missed the check above while a fetch was running either joins that fetch or starts
+        // one after it, which then finds the refusal instead of asking Key Vault again (when it
+        // was remembered after the fetch ended, a row of a concurrent timer run could slip in
+        // between and ask a second time).
+        self.versions
+            .try_get_with(id.clone(), async {
+                if let Some(error) = self.remembered_refusal(&id) {
+                    return Err(error);
+                }
+                let result = self.source.version(&id.0, &id.1).await;
+                if let Err(error) = &result {
+                    if error.is_refusal() {
+                        self.remember_refusal(id.clone(), error);
+                    }
+                }
+                result
             })
             .await
-            .map_err(|error: Arc<KeyError>| (*error).clone());
-        if let Err(error) = &result {
-            if error.is_refusal() {
-                self.remember_refusal(id, error);
-            }
-        }
-        result
+            .map_err(|error: Arc<KeyError>| (*error).clone())
     }
 
     /// Adds a new version and makes it the cached latest.
