@@ -16,6 +16,7 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer
 use opentelemetry_sdk::Resource;
 
 use super::http_client::ExportClient;
+use super::sampling::Sampling;
 use super::settings::TelemetrySettings;
 
 /// How long one upload may take before it is abandoned.
@@ -47,6 +48,9 @@ impl Providers {
             ])
             .build();
         let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
+        if let Some(sampling) = settings.sampling {
+            tracer = tracer.with_sampler(sampling.sampler());
+        }
         let mut meter = SdkMeterProvider::builder().with_resource(resource);
         if let Some(base) = &settings.otlp_endpoint {
             let spans = opentelemetry_otlp::SpanExporter::builder()
@@ -75,6 +79,13 @@ impl Providers {
                 .map_err(|_| {
                     anyhow::anyhow!("APPLICATIONINSIGHTS_CONNECTION_STRING: not accepted")
                 })?;
+            // With a fixed share each item stands for 1/share of its kind, and Application
+            // Insights scales its counts by the envelope's `sampleRate`; a rate-limited share
+            // changes from trace to trace and rides on the span instead (`microsoft.sample_rate`).
+            let exporter = match settings.sampling.and_then(Sampling::fixed_ratio) {
+                Some(ratio) => exporter.with_sample_rate(ratio),
+                None => exporter,
+            };
             tracer =
                 tracer.with_span_processor(span_processor(exporter.clone(), settings.span_delay));
             meter = meter.with_reader(reader(exporter, settings.metric_interval));

@@ -17,6 +17,7 @@ mod http_client;
 mod instruments;
 mod logging;
 mod names;
+mod sampling;
 pub mod server;
 mod settings;
 mod timer;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use client::Dependency;
 pub use logging::init;
+pub use sampling::Sampling;
 pub use settings::{AppInsightsConnection, TelemetrySettings};
 
 use instruments::Instruments;

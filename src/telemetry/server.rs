@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
@@ -58,13 +58,15 @@ async fn layer(State(telemetry): State<Arc<Telemetry>>, request: Request, next: 
     let parent = TraceContextPropagator::new()
         .extract(&opentelemetry_http::HeaderExtractor(request.headers()));
     let method = super::client::method_value(request.method().as_str());
-    let attributes = server_attributes(function, route, method.clone(), &request);
     let tracer = &telemetry.tracer;
-    let span = tracer
+    let mut span = tracer
         .span_builder(function)
         .with_kind(SpanKind::Server)
-        .with_attributes(attributes)
         .start_with_context(tracer, &parent);
+    // Built only for a span that will be exported: under a rate-limited sampler most are not.
+    if span.is_recording() {
+        span.set_attributes(server_attributes(function, route, method.clone(), &request));
+    }
     let scope = Arc::new(Scope {
         telemetry: telemetry.clone(),
         token_requests: AtomicU32::new(0),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use url::Url;
 
+use super::sampling::Sampling;
 use crate::config::{Env, SettingsError};
 
 /// The telemetry settings; `None` from [`TelemetrySettings::from_env`] means no exporter.
@@ -22,6 +23,9 @@ pub struct TelemetrySettings {
     pub span_delay: Duration,
     /// `OTEL_METRIC_EXPORT_INTERVAL` (milliseconds): how often metrics are sent, 60000.
     pub metric_interval: Duration,
+    /// `OTEL_TRACES_SAMPLER` when it names one of Microsoft's samplers, or its default with
+    /// Application Insights; `None` leaves the sampler to the SDK ([`super::sampling`]).
+    pub sampling: Option<Sampling>,
 }
 
 /// An Application Insights connection string, checked. The instrumentation key is not a
@@ -96,6 +100,7 @@ impl TelemetrySettings {
         if app_insights.is_none() && otlp_endpoint.is_none() {
             return Ok(None);
         }
+        let sampling = Sampling::from_env(env, app_insights.is_some())?;
         Ok(Some(Self {
             otlp_endpoint,
             app_insights,
@@ -105,6 +110,7 @@ impl TelemetrySettings {
                 .to_owned(),
             span_delay: milliseconds(env, "OTEL_BSP_SCHEDULE_DELAY", 5_000)?,
             metric_interval: milliseconds(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000)?,
+            sampling,
         }))
     }
 }

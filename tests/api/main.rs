@@ -18,6 +18,7 @@ mod invocation;
 mod key_versions;
 mod leaks;
 mod leases;
+mod sampling;
 mod setup;
 mod telemetry;
 mod tenancy;

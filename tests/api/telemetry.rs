@@ -12,20 +12,22 @@ use serde_json::json;
 use crate::helpers::{spawn_app_on_stack, Backend, TestApp};
 
 /// A fresh W3C trace context as the host would send it: (traceparent, trace id, span id).
-fn host_context() -> (String, String, String) {
+pub(crate) fn host_context() -> (String, String, String) {
     let trace = uuid::Uuid::new_v4().simple().to_string();
     let span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
     (format!("00-{trace}-{span}-01"), trace, span)
 }
 
-async fn traced_app(settings: impl FnOnce(&emulators::Stack) -> Vec<(String, String)>) -> TestApp {
+pub(crate) async fn traced_app(
+    settings: impl FnOnce(&emulators::Stack) -> Vec<(String, String)>,
+) -> TestApp {
     spawn_app_on_stack(Backend::Sqlite, StackOptions::default(), settings)
         .await
         .expect("SQLite is always available")
 }
 
 /// Polls the receiver until `done` holds (exports run every 200 ms in these tests).
-async fn eventually<T>(
+pub(crate) async fn eventually<T>(
     receiver: &TelemetryReceiver,
     what: &str,
     done: impl Fn(&TelemetryReceiver) -> Option<T>,
@@ -45,7 +47,10 @@ async fn eventually<T>(
 }
 
 /// The one server span of `trace`, and its client spans.
-fn invocation(spans: &[ReceivedSpan], trace: &str) -> Option<(ReceivedSpan, Vec<ReceivedSpan>)> {
+pub(crate) fn invocation(
+    spans: &[ReceivedSpan],
+    trace: &str,
+) -> Option<(ReceivedSpan, Vec<ReceivedSpan>)> {
     let servers: Vec<_> = spans
         .iter()
         .filter(|s| s.trace_id == trace && s.kind == "server")
@@ -82,7 +87,11 @@ fn dependencies(clients: &[ReceivedSpan]) -> Vec<&str> {
 
 /// The latest value of `metric` for points whose attributes include `labels`, summed over
 /// the other attributes (cumulative points: the last export per series holds the total).
-fn latest(points: &[ReceivedPoint], metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn latest(
+    points: &[ReceivedPoint],
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     let mut series: BTreeMap<String, f64> = BTreeMap::new();
     for point in points.iter().filter(|p| p.metric == metric) {
         if labels
@@ -95,7 +104,7 @@ fn latest(points: &[ReceivedPoint], metric: &str, labels: &[(&str, &str)]) -> Op
     (!series.is_empty()).then(|| series.values().sum())
 }
 
-async fn post_traced(
+pub(crate) async fn post_traced(
     app: &TestApp,
     path: &str,
     traceparent: &str,
@@ -426,6 +435,13 @@ async fn application_insights_gets_requests_dependencies_and_metrics_of_one_oper
             ),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
             ("OTEL_METRIC_EXPORT_INTERVAL".into(), "200".into()),
+            // Every trace (the default keeps about five a second, from the sampler's start:
+            // right after start-up a first request may be dropped; tests/api/sampling.rs).
+            (
+                "OTEL_TRACES_SAMPLER".into(),
+                "microsoft.fixed_percentage".into(),
+            ),
+            ("OTEL_TRACES_SAMPLER_ARG".into(), "1".into()),
         ]
     })
     .await;

@@ -65,6 +65,16 @@ fn variants(ctx: &Ctx, dead_port: u16) -> Vec<(&'static str, Vec<(String, String
             "otlp_dead_port",
             otlp(&format!("https://127.0.0.1:{dead_port}"), &[]),
         ),
+        // Its exporters' default sampler: about five traces a second.
+        (
+            "app_insights_default",
+            vec![(
+                "APPLICATIONINSIGHTS_CONNECTION_STRING".to_owned(),
+                ctx.stack
+                    .telemetry
+                    .connection_string(super::telemetry::BENCH_INSTRUMENTATION_KEY),
+            )],
+        ),
     ]
 }
 

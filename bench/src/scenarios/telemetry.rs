@@ -16,14 +16,15 @@ use crate::load::{median, round, Until};
 use crate::proc::{self, Service};
 
 /// The variants, by report name: the telemetry settings each adds.
-fn variants(ctx: &Ctx, dead_port: u16) -> [(&'static str, Vec<(String, String)>); 3] {
+fn variants(ctx: &Ctx, dead_port: u16) -> [(&'static str, Vec<(String, String)>); 4] {
     // Metrics every second instead of every minute, so their export falls inside the point.
-    let otlp = |endpoint: String| {
+    let exporter = |variable: &str, value: String| {
         vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint),
+            (variable.to_owned(), value),
             ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "1000".to_owned()),
         ]
     };
+    let otlp = |endpoint| exporter("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
     [
         ("none", Vec::new()),
         ("otlp_collector", otlp(ctx.stack.telemetry.otlp_endpoint())),
@@ -31,8 +32,21 @@ fn variants(ctx: &Ctx, dead_port: u16) -> [(&'static str, Vec<(String, String)>)
             "otlp_dead_port",
             otlp(format!("https://127.0.0.1:{dead_port}")),
         ),
+        // Its exporters' default sampler: about five traces a second.
+        (
+            "app_insights_default",
+            exporter(
+                "APPLICATIONINSIGHTS_CONNECTION_STRING",
+                ctx.stack
+                    .telemetry
+                    .connection_string(BENCH_INSTRUMENTATION_KEY),
+            ),
+        ),
     ]
 }
+
+/// The instrumentation key of the stand-in Application Insights resource.
+pub(super) const BENCH_INSTRUMENTATION_KEY: &str = "0e5c0de0-0000-4000-8000-0000000be7c0";
 
 impl Ctx {
     /// The telemetry-cost point: do-work warm at concurrency 8, SQLite.
@@ -121,7 +135,12 @@ fn summary(samples: &[Sample], concurrency: usize) -> Value {
         values.iter().sum::<f64>() / values.len().max(1) as f64
     };
     let baseline = mean("none", |s| s.cpu_us_per_call);
-    let variants: Vec<Value> = ["none", "otlp_collector", "otlp_dead_port"]
+    let variants: Vec<Value> = [
+        "none",
+        "otlp_collector",
+        "otlp_dead_port",
+        "app_insights_default",
+    ]
         .iter()
         .map(|name| {
             let cpu = mean(name, |s| s.cpu_us_per_call);

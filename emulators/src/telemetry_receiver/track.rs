@@ -102,6 +102,10 @@ fn span(item: &Value, kind: &str) -> ReceivedSpan {
             attributes.insert(field.to_owned(), value.to_owned());
         }
     }
+    // The envelope's `sampleRate` (percent): how many items this one stands for is 100 / it.
+    if let Some(rate) = item["sampleRate"].as_f64() {
+        attributes.insert("sampleRate".to_owned(), rate.to_string());
+    }
     ReceivedSpan {
         trace_id: tag("ai.operation.id"),
         span_id: data["id"].as_str().unwrap_or_default().to_owned(),
