@@ -32,17 +32,19 @@ const EXPORT_WAIT: Duration = Duration::from_secs(6);
 /// the SDK's default interval (60 s), as in a deployment.
 fn variants(ctx: &Ctx, dead_port: u16) -> Vec<(&'static str, Vec<(String, String)>)> {
     let collector = ctx.stack.telemetry.otlp_endpoint();
+    let connection = ctx
+        .stack
+        .telemetry
+        .connection_string(super::telemetry::BENCH_INSTRUMENTATION_KEY);
+    let app_insights = |sampler: &[(&str, &str)]| {
+        exporter(
+            "APPLICATIONINSIGHTS_CONNECTION_STRING",
+            &connection,
+            sampler,
+        )
+    };
     let otlp = |endpoint: &str, sampler: &[(&str, &str)]| {
-        let mut settings = vec![(
-            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-            endpoint.to_owned(),
-        )];
-        settings.extend(
-            sampler
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        settings
+        exporter("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, sampler)
     };
     vec![
         ("none", Vec::new()),
@@ -65,17 +67,30 @@ fn variants(ctx: &Ctx, dead_port: u16) -> Vec<(&'static str, Vec<(String, String
             "otlp_dead_port",
             otlp(&format!("https://127.0.0.1:{dead_port}"), &[]),
         ),
-        // Its exporters' default sampler: about five traces a second.
+        // Application Insights with every trace, and with none: its default (about five
+        // traces a second) lies between, at the share of calls it keeps. Under callgrind a
+        // call takes tens of milliseconds, so five a second would be a large share here and a
+        // tiny one at a deployment's rates: the CPU-time point measures the default itself.
         (
-            "app_insights_default",
-            vec![(
-                "APPLICATIONINSIGHTS_CONNECTION_STRING".to_owned(),
-                ctx.stack
-                    .telemetry
-                    .connection_string(super::telemetry::BENCH_INSTRUMENTATION_KEY),
-            )],
+            "app_insights_every_trace",
+            app_insights(&[
+                ("OTEL_TRACES_SAMPLER", "microsoft.fixed_percentage"),
+                ("OTEL_TRACES_SAMPLER_ARG", "1"),
+            ]),
+        ),
+        (
+            "app_insights_metrics_only",
+            app_insights(&[("OTEL_TRACES_SAMPLER", "always_off")]),
         ),
     ]
+}
+
+/// `variable=value` and the sampler settings.
+fn exporter(variable: &str, value: &str, sampler: &[(&str, &str)]) -> Vec<(String, String)> {
+    std::iter::once((variable, value))
+        .chain(sampler.iter().copied())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 impl Ctx {
