@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::TestApp;
-use crate::telemetry::{eventually, invocation, post_traced, traced_app};
+use crate::telemetry::{app_insights, eventually, invocation, post_traced};
 
 /// Application Insights' sampling score of a trace id, written from azure-sdk-for-python's
 /// `_get_DJB2_sample_score` independently of the service's own, as the oracle.
@@ -27,28 +27,6 @@ fn trace_scoring(range: std::ops::Range<f64>) -> String {
             return trace;
         }
     }
-}
-
-async fn app_insights(sampler: &[(&str, &str)]) -> TestApp {
-    traced_app(|stack| {
-        let mut settings = vec![
-            (
-                "APPLICATIONINSIGHTS_CONNECTION_STRING".to_owned(),
-                stack
-                    .telemetry
-                    .connection_string("0e5c0de0-0000-4000-8000-00000000a1a1"),
-            ),
-            ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
-            ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "200".to_owned()),
-        ];
-        settings.extend(
-            sampler
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        settings
-    })
-    .await
 }
 
 /// Posts a do-work for `oid` under the host's `trace`, with the host's sampled `flags`.

@@ -26,6 +26,30 @@ pub(crate) async fn traced_app(
         .expect("SQLite is always available")
 }
 
+/// An app exporting to the stand-in Application Insights, spans and metrics every 200 ms,
+/// with `sampler`'s settings added.
+pub(crate) async fn app_insights(sampler: &[(&str, &str)]) -> TestApp {
+    traced_app(|stack| {
+        let mut settings = vec![
+            (
+                "APPLICATIONINSIGHTS_CONNECTION_STRING".to_owned(),
+                stack
+                    .telemetry
+                    .connection_string("0e5c0de0-0000-4000-8000-00000000a1a1"),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "200".to_owned()),
+        ];
+        settings.extend(
+            sampler
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        settings
+    })
+    .await
+}
+
 /// Polls the receiver until `done` holds (exports run every 200 ms in these tests).
 pub(crate) async fn eventually<T>(
     receiver: &TelemetryReceiver,
@@ -425,25 +449,12 @@ async fn nothing_listening_at_the_endpoint_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_insights_gets_requests_dependencies_and_metrics_of_one_operation() {
-    let app = traced_app(|stack| {
-        vec![
-            (
-                "APPLICATIONINSIGHTS_CONNECTION_STRING".into(),
-                stack
-                    .telemetry
-                    .connection_string("0e5c0de0-0000-4000-8000-00000000a1a1"),
-            ),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
-            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "200".into()),
-            // Every trace (the default keeps about five a second, from the sampler's start:
-            // right after start-up a first request may be dropped; tests/api/sampling.rs).
-            (
-                "OTEL_TRACES_SAMPLER".into(),
-                "microsoft.fixed_percentage".into(),
-            ),
-            ("OTEL_TRACES_SAMPLER_ARG".into(), "1".into()),
-        ]
-    })
+    // Every trace (the default keeps about five a second, from the sampler's start: right
+    // after start-up a first request may be dropped; tests/api/sampling.rs).
+    let app = app_insights(&[
+        ("OTEL_TRACES_SAMPLER", "microsoft.fixed_percentage"),
+        ("OTEL_TRACES_SAMPLER_ARG", "1"),
+    ])
     .await;
     let receiver = app.stack.telemetry.clone();
     let oid = app.connected_user().await;
