@@ -94,7 +94,8 @@ impl Ctx {
                 });
             }
         }
-        Ok(summary(&samples, concurrency))
+        let names = variants(self, dead_port).map(|(name, _)| name);
+        Ok(summary(&samples, &names, concurrency))
     }
 }
 
@@ -127,20 +128,15 @@ struct Sample {
     p50_ms: f64,
 }
 
-/// Per variant: every sample, the mean, the mean's excess over `none`, and the median of the
-/// rounds' excesses over their own `none`.
-fn summary(samples: &[Sample], concurrency: usize) -> Value {
+/// Per variant (`names`, in the order `variants` gives them): every sample, the mean, the
+/// mean's excess over `none`, and the median of the rounds' excesses over their own `none`.
+fn summary(samples: &[Sample], names: &[&str], concurrency: usize) -> Value {
     let mean = |name: &str, pick: fn(&Sample) -> f64| {
         let values: Vec<f64> = of(samples, name).map(pick).collect();
         values.iter().sum::<f64>() / values.len().max(1) as f64
     };
     let baseline = mean("none", |s| s.cpu_us_per_call);
-    let variants: Vec<Value> = [
-        "none",
-        "otlp_collector",
-        "otlp_dead_port",
-        "app_insights_default",
-    ]
+    let variants: Vec<Value> = names
         .iter()
         .map(|name| {
             let cpu = mean(name, |s| s.cpu_us_per_call);
