@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanKind, SpanRef, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue, StringValue};
 use url::Position;
 
@@ -161,8 +161,7 @@ impl ClientCall {
     /// latency point.
     fn failed(&mut self, kind: &'static str) {
         let error = KeyValue::new("error.type", kind);
-        if let Some(cx) = &self.span {
-            let span = cx.span();
+        if let Some(span) = self.span() {
             span.set_attribute(error.clone());
             span.set_status(Status::error(""));
         }
@@ -188,8 +187,7 @@ impl ClientCall {
         match outcome {
             Ok(status) => {
                 let code = KeyValue::new("http.response.status_code", i64::from(status));
-                if let Some(cx) = &self.span {
-                    let span = cx.span();
+                if let Some(span) = self.span() {
                     span.set_attribute(code.clone());
                     if status >= 400 {
                         span.set_attribute(KeyValue::new("error.type", status.to_string()));
@@ -207,9 +205,14 @@ impl ClientCall {
             .record(elapsed, &self.attributes);
     }
 
+    /// The call's span, when the invocation is sampled.
+    fn span(&self) -> Option<SpanRef<'_>> {
+        self.span.as_ref().map(TraceContextExt::span)
+    }
+
     fn end_span(&self) {
-        if let Some(cx) = &self.span {
-            cx.span().end();
+        if let Some(span) = self.span() {
+            span.end();
         }
     }
 }

@@ -67,13 +67,12 @@ impl Sampling {
         {
             None => Ok(default),
             Some(value) => value
-                .trim()
                 .parse::<f64>()
                 .ok()
                 .filter(|v| range.contains(v))
                 .ok_or_else(|| SettingsError::new(SAMPLER_ARG, problem)),
         };
-        match env.optional(SAMPLER).map(str::trim) {
+        match env.optional(SAMPLER) {
             Some("microsoft.rate_limited") => Ok(Some(Self::RateLimited {
                 traces_per_second: argument(
                     DEFAULT_TRACES_PER_SECOND,
