@@ -102,7 +102,10 @@ fn span(item: &Value, kind: &str) -> ReceivedSpan {
             attributes.insert(field.to_owned(), value.to_owned());
         }
     }
-    // The envelope's `sampleRate` (percent): how many items this one stands for is 100 / it.
+    // The envelope's `sampleRate`, kept as sent: "Sampling rate used in application. This
+    // telemetry item represents 100 / sampleRate actual telemetry items" (`TelemetryItem` in
+    // the ingestion API's generated models, azure-sdk-for-js
+    // `monitor-opentelemetry-exporter/src/generated/models/index.ts`).
     if let Some(rate) = item["sampleRate"].as_f64() {
         attributes.insert("sampleRate".to_owned(), rate.to_string());
     }
