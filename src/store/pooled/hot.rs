@@ -64,20 +64,6 @@ impl<DB: Database> Default for HotConnection<DB> {
     }
 }
 
-impl<DB: Database> Drop for HotConnection<DB> {
-    /// sqlx hands a connection back through a spawned task, which panics without a runtime (a
-    /// store dropped after the runtime that ran it ended, as at a process's exit); then the kept
-    /// connection is taken out of the pool, which is going away with its runtime, and closed.
-    fn drop(&mut self) {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return;
-        }
-        if let Some(kept) = self.kept.get_mut().ok().and_then(Option::take) {
-            drop(kept.conn.leak());
-        }
-    }
-}
-
 impl<DB: Database> HotConnection<DB> {
     /// The kept connection if it was used within [`TRUSTED_IDLE`], else one of `pool`'s.
     pub(crate) async fn take(&self, pool: &Pool<DB>) -> Result<Kept<DB>, StoreError> {
