@@ -96,23 +96,17 @@ async fn a_connection_the_server_dropped_while_idle_is_replaced_before_use() {
         // The release ping has put it back; it now sits idle past the trusted time, and the
         // server ends it (as a restart or a failover would).
         tokio::time::sleep(TRUSTED_IDLE + Duration::from_millis(300)).await;
-        terminate(&options, first).await;
+        let mut admin = PgConnection::connect_with(&options).await.unwrap();
+        let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+            .bind(first)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert!(ended);
         // The pool's only connection is dead: taking one pings it, drops it and opens another,
         // so the statement runs instead of failing on the dead socket.
         let second = backend_of(pool.clone()).await;
         assert_ne!(first, second);
     })
     .await;
-}
-
-/// Ends the server process `pid` from a connection of its own, as a restart or a failover
-/// would end it, and waits until it is gone.
-pub(super) async fn terminate(options: &PgConnectOptions, pid: i32) {
-    let mut admin = PgConnection::connect_with(options).await.unwrap();
-    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
-        .bind(pid)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-    assert!(ended);
 }
