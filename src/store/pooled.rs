@@ -63,8 +63,5 @@ pub(crate) async fn execute_pooled<D: Exec>(
     Ok(D::execute(&mut conn, statement, params).await?)
 }
 
-mod hot;
-pub(crate) use hot::HotConnection;
-
 #[cfg(test)]
 mod tests;
