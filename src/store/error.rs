@@ -10,6 +10,8 @@
 //! (`From<sqlx::Error>`) is unavailable only for connection loss and the few SQLSTATEs that a
 //! retry cures; anything else is a bug or a broken schema.
 
+use super::pooled::losses;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -27,6 +29,7 @@ impl StoreError {
     /// a new connection; `Other` for a local misconfiguration (e.g. an unreadable
     /// `sslrootcert`) or a SQLSTATE that no retry cures (e.g. no such database).
     pub(crate) fn connecting(error: sqlx::Error) -> Self {
+        losses::note(&error);
         let refused = match &error {
             // Refused or reset, a TLS handshake cut or refused, a startup or SASL exchange
             // that ended early (a cut while TLS is negotiated is a `Protocol` error: sqlx
@@ -55,6 +58,8 @@ impl StoreError {
 impl From<sqlx::Error> for StoreError {
     /// A statement's failure on a connection already open.
     fn from(error: sqlx::Error) -> Self {
+        // Every failed statement passes here: the one place that sees a connection lost.
+        losses::note(&error);
         match &error {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut

@@ -20,7 +20,8 @@ use super::StoreError;
 pub(crate) const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
 /// `options` with a ping before a connection is handed out only when it sat idle for
-/// [`TRUSTED_IDLE`] or more, instead of before every use (sqlx's `test_before_acquire`).
+/// [`TRUSTED_IDLE`] or more, or was released before a connection was last seen lost
+/// ([`losses`]), instead of before every use (sqlx's `test_before_acquire`).
 /// Under load a connection is back in use within microseconds of its release, and the ping
 /// before each statement was one of the warm do-work call's three round trips to Postgres
 /// (one more wake-up of a sleeping reader on each side).
@@ -29,7 +30,8 @@ pub(crate) fn ping_when_idle<DB: Database>(options: PoolOptions<DB>) -> PoolOpti
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
-                if meta.idle_for >= TRUSTED_IDLE {
+                let released = std::time::Instant::now().checked_sub(meta.idle_for);
+                if meta.idle_for >= TRUSTED_IDLE || released.is_none_or(losses::seen_since) {
                     conn.ping().await?;
                 }
                 Ok(true)
@@ -62,6 +64,8 @@ pub(crate) async fn execute_pooled<D: Exec>(
     let mut conn = connection(pool).await?;
     Ok(D::execute(&mut conn, statement, params).await?)
 }
+
+pub(super) mod losses;
 
 #[cfg(test)]
 mod tests;
