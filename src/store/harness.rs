@@ -15,7 +15,7 @@ use super::{StoreError, TokenStore};
 pub(super) use crate::domain::TokenStatus;
 use crate::domain::{TenantId, UserId, UserKey};
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub(crate) const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// One backend under test.
 pub(super) struct Backend {

@@ -65,7 +65,9 @@ pub(crate) async fn execute_pooled<D: Exec>(
     Ok(D::execute(&mut conn, statement, params).await?)
 }
 
+mod hot;
 pub(super) mod losses;
+pub(crate) use hot::HotConnection;
 
 #[cfg(test)]
 mod tests;

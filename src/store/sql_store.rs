@@ -13,7 +13,7 @@ use tracing::instrument;
 
 use super::dialect::{Dialect, Param};
 use super::exec::StoreBackend;
-use super::pooled::{connection, execute_pooled, transaction};
+use super::pooled::{connection, execute_pooled, transaction, HotConnection};
 use super::rows::{claimed, refused_lease, RawAccess, RawRecord, Summary};
 use super::{sql, AccessRecord, Claimed, Connected, DueClaim, Failure, GrantSave, Lease};
 use super::{KeyVersionCount, LeaseAttempt, SealedGrant, StatusReport, StoreError};
@@ -31,6 +31,8 @@ const LEASE_ATTEMPTS: usize = 3;
 /// Sealed refresh tokens in the database of dialect `D`.
 pub(crate) struct SqlStore<D: Dialect> {
     pool: Pool<D::Db>,
+    /// The connection the last read of a row left for the next one (`find`).
+    hot: HotConnection<D::Db>,
     /// Writes grant events with the changes they report, when events are on.
     emitter: Emitter,
     dialect: PhantomData<D>,
@@ -42,6 +44,7 @@ impl<D: StoreBackend> SqlStore<D> {
     pub(crate) fn new(pool: Pool<D::Db>, wake: Option<Arc<Notify>>) -> Self {
         Self {
             pool,
+            hot: HotConnection::default(),
             emitter: Emitter::new(wake),
             dialect: PhantomData,
         }
@@ -78,12 +81,13 @@ impl<D: StoreBackend> SqlStore<D> {
         raw.map(RawRecord::into_record).transpose()
     }
 
-    /// Runs `sql::FIND`.
+    /// Runs `sql::FIND` on the connection the last read left, when it is still fresh.
     async fn find_row(&self, key: &UserKey) -> Result<Option<TokenRecord>, StoreError> {
-        let mut conn = connection(&self.pool).await?;
+        let mut conn = self.hot.take(&self.pool).await?;
         let raw: Option<RawRecord<D>> = D::all(&mut conn, sql::FIND, &[Param::Row(key.into())])
             .await?
             .pop();
+        self.hot.keep(conn, &self.pool);
         raw.map(RawRecord::into_record).transpose()
     }
 
