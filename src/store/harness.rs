@@ -15,7 +15,12 @@ use super::{StoreError, TokenStore};
 pub(super) use crate::domain::TokenStatus;
 use crate::domain::{TenantId, UserId, UserKey};
 
-pub(crate) const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The Postgres server the tests use: `TEST_POSTGRES_URL`, else the local default.
+pub(crate) fn server_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+}
 
 /// One backend under test.
 pub(super) struct Backend {
@@ -106,8 +111,7 @@ struct PgDatabase {
 impl PgDatabase {
     /// `None` when no server answers and `CI` is unset.
     async fn create() -> Option<Self> {
-        let admin_url =
-            std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+        let admin_url = server_url();
         let mut admin = match admin_connection(&admin_url).await {
             Ok(admin) => admin,
             Err(reason) => {

@@ -105,8 +105,7 @@ async fn with_nothing_else_in_the_pool_nothing_is_kept() {
 fn a_kept_connection_outlives_its_runtime_without_a_panic() {
     // A store dropped after the runtime that ran it ended (a test's, or a process's at exit)
     // must not panic: sqlx would hand the kept connection back through a spawned task.
-    let url = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| crate::store::harness::DEFAULT_POSTGRES_URL.to_owned());
+    let url = crate::store::harness::server_url();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (pool, hot) = runtime.block_on(async {
         let pool = pool(&url, 4);
