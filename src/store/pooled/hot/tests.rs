@@ -9,7 +9,7 @@ use secrecy::ExposeSecret as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use super::{HotConnection, Kept};
+use super::HotConnection;
 use crate::store::pooled::tests::{pid, terminate};
 use crate::store::pooled::{connection, ping_when_idle, TRUSTED_IDLE};
 use crate::store::StoreError;
@@ -21,16 +21,12 @@ fn pool(url: &str, max_connections: u32) -> PgPool {
         .connect_lazy_with(options)
 }
 
-async fn backend(conn: &mut Kept<Postgres>) -> i32 {
-    pid(conn).await.unwrap()
-}
-
 /// A read through `hot` that keeps its connection; the server process it ran on.
 async fn read(hot: &HotConnection<Postgres>, pool: &PgPool) -> i32 {
     let mut conn = hot.take(pool).await.unwrap();
-    let pid = backend(&mut conn).await;
+    let process = pid(&mut conn).await.unwrap();
     hot.keep(conn, pool);
-    pid
+    process
 }
 
 #[tokio::test]
@@ -112,7 +108,7 @@ fn a_kept_connection_outlives_its_runtime_without_a_panic() {
         let hot = HotConnection::default();
         match hot.take(&pool).await {
             Ok(mut conn) => {
-                backend(&mut conn).await;
+                pid(&mut conn).await.unwrap();
                 hot.keep(conn, &pool);
             }
             // No Postgres here: nothing is kept, and the drop below has nothing to do.
