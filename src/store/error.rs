@@ -29,7 +29,9 @@ impl StoreError {
     /// a new connection; `Other` for a local misconfiguration (e.g. an unreadable
     /// `sslrootcert`) or a SQLSTATE that no retry cures (e.g. no such database).
     pub(crate) fn connecting(error: sqlx::Error) -> Self {
-        losses::note(&error);
+        if lost_connection(&error) {
+            losses::record();
+        }
         let refused = match &error {
             // Refused or reset, a TLS handshake cut or refused, a startup or SASL exchange
             // that ended early (a cut while TLS is negotiated is a `Protocol` error: sqlx
@@ -59,7 +61,9 @@ impl From<sqlx::Error> for StoreError {
     /// A statement's failure on a connection already open.
     fn from(error: sqlx::Error) -> Self {
         // Every failed statement passes here: the one place that sees a connection lost.
-        losses::note(&error);
+        if lost_connection(&error) {
+            losses::record();
+        }
         match &error {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
@@ -88,6 +92,25 @@ pub(super) fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
 /// too_many_connections. Only a connection's start can fail so.
 fn refuses_sign_in(code: &str) -> bool {
     code.starts_with("28") || code == "53300"
+}
+
+/// Whether `error` says the connection it happened on is gone: its socket or TLS session
+/// failed, its messages made no sense, or the server ended it (57P01 admin shutdown, 57P02
+/// crash shutdown, class 08 connection exception). The other connections released before it
+/// may be gone too ([`losses`]).
+fn lost_connection(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            code == "57P01" || code == "57P02" || code.starts_with("08")
+        }
+        _ => false,
+    }
 }
 
 /// SQLSTATEs that a retry cures. Postgres: 57P01 admin shutdown, 57P02 crash shutdown, 57P03

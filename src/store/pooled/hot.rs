@@ -29,7 +29,7 @@ use super::{connection, losses, TRUSTED_IDLE};
 use crate::store::StoreError;
 
 /// How long one connection may go from read to read without passing through the pool.
-pub(crate) const HELD_AT_MOST: Duration = Duration::from_secs(10);
+const HELD_AT_MOST: Duration = Duration::from_secs(10);
 
 /// The connection kept back from a pool, if any.
 pub(crate) struct HotConnection<DB: Database> {

@@ -32,25 +32,9 @@ fn nanos(at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Records a loss now if `error` says the connection it happened on is gone: its socket or TLS
-/// session failed, its messages made no sense, or the server ended it (57P01 admin shutdown,
-/// 57P02 crash shutdown, class 08 connection exception).
-pub(crate) fn note(error: &sqlx::Error) {
-    let lost = match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code();
-            let code = code.as_deref().unwrap_or_default();
-            code == "57P01" || code == "57P02" || code.starts_with("08")
-        }
-        _ => false,
-    };
-    if lost {
-        LAST_LOSS.fetch_max(nanos(Instant::now()).saturating_add(1), Ordering::Relaxed);
-    }
+/// Records that a connection was seen lost now (`StoreError` judges which failures say so).
+pub(crate) fn record() {
+    LAST_LOSS.fetch_max(nanos(Instant::now()).saturating_add(1), Ordering::Relaxed);
 }
 
 /// Whether a loss was seen at or after `released`, so that a connection last used then may be
