@@ -282,20 +282,33 @@ mod tests {
         assert_eq!(crm.allowed_paths, ["/accounts", "/contacts"]);
     }
 
+    /// `two()` without the setting `name`.
+    fn without(name: &str) -> Vec<(&'static str, &'static str)> {
+        let mut pairs = two();
+        pairs.retain(|(n, _)| *n != name);
+        pairs
+    }
+
+    /// `two()` with `extra` set, in place of its own value of that setting if it has one.
+    fn with(extra: (&'static str, &'static str)) -> Vec<(&'static str, &'static str)> {
+        let mut pairs = without(extra.0);
+        pairs.push(extra);
+        pairs
+    }
+
+    /// Every settings set of `cases` is refused with an error naming its variable.
+    fn assert_refused(cases: &[(Vec<(&str, &str)>, &str)]) {
+        for (pairs, variable) in cases {
+            match read(pairs) {
+                Ok(_) => panic!("{pairs:?} must be refused"),
+                Err(error) => assert_eq!(error.variable, *variable, "{pairs:?}"),
+            }
+        }
+    }
+
     #[test]
-    fn missing_or_conflicting_settings_name_the_variable() {
-        let without = |name: &str| {
-            let mut pairs = two();
-            pairs.retain(|(n, _)| *n != name);
-            pairs
-        };
-        let with = |extra: (&'static str, &'static str)| {
-            let mut pairs = two();
-            pairs.retain(|(n, _)| *n != extra.0);
-            pairs.push(extra);
-            pairs
-        };
-        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+    fn a_missing_setting_names_its_variable() {
+        assert_refused(&[
             (
                 without("OBOVAULT_DOWNSTREAM_CRM_API_SCOPES"),
                 "OBOVAULT_DOWNSTREAM_CRM_API_SCOPES",
@@ -308,6 +321,21 @@ mod tests {
                 without("OBOVAULT_DOWNSTREAM_CRM_API_ALLOWED_PATHS"),
                 "OBOVAULT_DOWNSTREAM_CRM_API_ALLOWED_PATHS",
             ),
+            // The list names a downstream whose settings are left over from another.
+            (
+                with(("OBOVAULT_DOWNSTREAMS", "graph")),
+                "OBOVAULT_DOWNSTREAM_CRM_API_ALLOWED_PATHS",
+            ),
+        ]);
+        // A per-name setting without the list is refused too.
+        let error = read(&[("OBOVAULT_DOWNSTREAM_GRAPH_SCOPES", "https://g/.default")])
+            .expect_err("refused");
+        assert_eq!(error.variable, "OBOVAULT_DOWNSTREAM_GRAPH_SCOPES");
+    }
+
+    #[test]
+    fn unnamed_settings_beside_the_list_are_refused() {
+        assert_refused(&[
             (
                 with(("OBOVAULT_DOWNSTREAM_BASE_URL", "https://x.example")),
                 "OBOVAULT_DOWNSTREAM_BASE_URL",
@@ -316,14 +344,22 @@ mod tests {
                 with(("OBOVAULT_DOWNSTREAM_ALLOWED_PATHS", "/me")),
                 "OBOVAULT_DOWNSTREAM_ALLOWED_PATHS",
             ),
+        ]);
+    }
+
+    #[test]
+    fn a_malformed_list_is_refused() {
+        assert_refused(&[
             (with(("OBOVAULT_DOWNSTREAMS", "graph,graph")), LIST),
             (with(("OBOVAULT_DOWNSTREAMS", "Graph")), LIST),
             (with(("OBOVAULT_DOWNSTREAMS", "crm_api")), LIST),
             (with(("OBOVAULT_DOWNSTREAMS", " , ")), LIST),
-            (
-                with(("OBOVAULT_DOWNSTREAMS", "graph")),
-                "OBOVAULT_DOWNSTREAM_CRM_API_ALLOWED_PATHS",
-            ),
+        ]);
+    }
+
+    #[test]
+    fn a_wrong_value_names_its_variable() {
+        assert_refused(&[
             (
                 with((
                     "OBOVAULT_DOWNSTREAM_SHAREPOINT_SCOPES",
@@ -346,17 +382,7 @@ mod tests {
                 with(("OBOVAULT_DOWNSTREAM_CRM_API_ALLOWED_PATHS", "accounts")),
                 "OBOVAULT_DOWNSTREAM_CRM_API_ALLOWED_PATHS",
             ),
-        ];
-        for (pairs, variable) in cases {
-            match read(&pairs) {
-                Ok(_) => panic!("{pairs:?} must be refused"),
-                Err(error) => assert_eq!(error.variable, variable, "{pairs:?}"),
-            }
-        }
-        // A per-name setting without the list is refused too.
-        let error = read(&[("OBOVAULT_DOWNSTREAM_GRAPH_SCOPES", "https://g/.default")])
-            .expect_err("refused");
-        assert_eq!(error.variable, "OBOVAULT_DOWNSTREAM_GRAPH_SCOPES");
+        ]);
     }
 
     #[test]

@@ -53,39 +53,12 @@ impl Providers {
         }
         let mut meter = SdkMeterProvider::builder().with_resource(resource);
         if let Some(base) = &settings.otlp_endpoint {
-            let spans = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_http_client(client.clone())
-                .with_endpoint(signal_url(base, "v1/traces"))
-                .with_timeout(EXPORT_TIMEOUT)
-                .build()
-                .context("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the span exporter")?;
-            let metrics = opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_http_client(client.clone())
-                .with_endpoint(signal_url(base, "v1/metrics"))
-                .with_timeout(EXPORT_TIMEOUT)
-                .build()
-                .context("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the metric exporter")?;
+            let (spans, metrics) = otlp_exporters(base, &client)?;
             tracer = tracer.with_span_processor(span_processor(spans, settings.span_delay));
             meter = meter.with_reader(reader(metrics, settings.metric_interval));
         }
         if let Some(connection) = &settings.app_insights {
-            let exporter =
-                opentelemetry_application_insights::Exporter::new_from_connection_string(
-                    connection.expose(),
-                    client,
-                )
-                .map_err(|_| {
-                    anyhow::anyhow!("APPLICATIONINSIGHTS_CONNECTION_STRING: not accepted")
-                })?;
-            // With a fixed share each item stands for 1/share of its kind, and Application
-            // Insights scales its counts by the envelope's `sampleRate`; a rate-limited share
-            // changes from trace to trace and rides on the span instead (`microsoft.sample_rate`).
-            let exporter = match settings.sampling.and_then(Sampling::fixed_ratio) {
-                Some(ratio) => exporter.with_sample_rate(ratio),
-                None => exporter,
-            };
+            let exporter = app_insights_exporter(connection.expose(), settings.sampling, client)?;
             tracer =
                 tracer.with_span_processor(span_processor(exporter.clone(), settings.span_delay));
             meter = meter.with_reader(reader(exporter, settings.metric_interval));
@@ -115,6 +88,50 @@ impl Providers {
         let _ = self.tracer.shutdown();
         let _ = self.meter.shutdown();
     }
+}
+
+/// The OTLP/HTTP span and metric exporters for the collector at `base`.
+fn otlp_exporters(
+    base: &url::Url,
+    client: &ExportClient,
+) -> anyhow::Result<(
+    opentelemetry_otlp::SpanExporter,
+    opentelemetry_otlp::MetricExporter,
+)> {
+    let spans = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client.clone())
+        .with_endpoint(signal_url(base, "v1/traces"))
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .context("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the span exporter")?;
+    let metrics = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_http_client(client.clone())
+        .with_endpoint(signal_url(base, "v1/metrics"))
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .context("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the metric exporter")?;
+    Ok((spans, metrics))
+}
+
+/// The Application Insights exporter for `connection` (spans and metrics alike).
+fn app_insights_exporter(
+    connection: &str,
+    sampling: Option<Sampling>,
+    client: ExportClient,
+) -> anyhow::Result<opentelemetry_application_insights::Exporter<ExportClient>> {
+    let exporter = opentelemetry_application_insights::Exporter::new_from_connection_string(
+        connection, client,
+    )
+    .map_err(|_| anyhow::anyhow!("APPLICATIONINSIGHTS_CONNECTION_STRING: not accepted"))?;
+    // With a fixed share each item stands for 1/share of its kind, and Application Insights
+    // scales its counts by the envelope's `sampleRate`; a rate-limited share changes from trace
+    // to trace and rides on the span instead (`microsoft.sample_rate`).
+    Ok(match sampling.and_then(Sampling::fixed_ratio) {
+        Some(ratio) => exporter.with_sample_rate(ratio),
+        None => exporter,
+    })
 }
 
 /// `base` + `path`, keeping a base path (`https://collector/otlp` → `…/otlp/v1/traces`).

@@ -32,6 +32,29 @@ fn plain(status: u16, headers: Vec<(&'static str, &'static str)>, body: &str) ->
     }
 }
 
+/// Each answer, given to an OBO grant, fails it with the expected error and `code()`, and
+/// neither the error nor its code shows a secret of the request or the answer.
+async fn assert_classified(cases: Vec<(Answer, Expectation, &str)>) {
+    for (answer, expected, code) in cases {
+        let entra = endpoint(answer).await;
+        let error = client(&entra.base, secret(), Duration::from_secs(5))
+            .on_behalf_of(&tenant(), ASSERTION, &[GRAPH.to_owned()])
+            .await
+            .unwrap_err();
+        assert!(expected(&error), "{error:?}");
+        assert_eq!(error.code(), code);
+        let shown = format!("{error} {error:?} {}", error.code());
+        for secret in [
+            "DESCRIPTION-TEXT",
+            CLIENT_SECRET,
+            "INBOUND-ASSERTION",
+            "ACCESS-TOKEN-VALUE",
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn entra_errors_are_classified_from_the_body_first() {
     use IdpError as E;
@@ -44,8 +67,7 @@ async fn entra_errors_are_classified_from_the_body_first() {
         400,
         json!({"error": "interaction_required", "error_codes": [50079], "suberror": "basic_action", "claims": "{\"access_token\":{\"polids\":{\"essential\":true}}}"}),
     );
-    let no_access_token = Answer::json(200, json!({"token_type": "Bearer", "expires_in": 3600}));
-    let cases: [(Answer, Expectation, &str); 9] = [
+    assert_classified(vec![
         (
             described,
             |e| {
@@ -96,6 +118,14 @@ async fn entra_errors_are_classified_from_the_body_first() {
             },
             "invalid_client:7000215",
         ),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn answers_without_an_entra_error_are_classified_by_status() {
+    use IdpError as E;
+    assert_classified(vec![
         (
             plain(429, vec![("retry-after", "7")], "Too many requests"),
             |e| matches!(e, E::Throttled { retry_after: Some(d) } if *d == Duration::from_secs(7)),
@@ -106,31 +136,23 @@ async fn entra_errors_are_classified_from_the_body_first() {
             |e| matches!(e, E::Unavailable { retry_after: None }),
             "unavailable",
         ),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn a_success_that_is_not_one_is_a_protocol_error() {
+    use IdpError as E;
+    let no_access_token = Answer::json(200, json!({"token_type": "Bearer", "expires_in": 3600}));
+    assert_classified(vec![
         (no_access_token, |e| matches!(e, E::Protocol(_)), "protocol"),
         (
             success(Some("RT"), Some(id_token("another-client"))),
             |e| matches!(e, E::Protocol(_)),
             "protocol",
         ),
-    ];
-    for (answer, expected, code) in cases {
-        let entra = endpoint(answer).await;
-        let error = client(&entra.base, secret(), Duration::from_secs(5))
-            .on_behalf_of(&tenant(), ASSERTION, &[GRAPH.to_owned()])
-            .await
-            .unwrap_err();
-        assert!(expected(&error), "{error:?}");
-        assert_eq!(error.code(), code);
-        let shown = format!("{error} {error:?} {}", error.code());
-        for secret in [
-            "DESCRIPTION-TEXT",
-            CLIENT_SECRET,
-            "INBOUND-ASSERTION",
-            "ACCESS-TOKEN-VALUE",
-        ] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-    }
+    ])
+    .await;
 }
 
 /// The error of a refresh grant against `base` with a client `timeout`.
