@@ -56,7 +56,7 @@ async fn assert_classified(cases: Vec<(Answer, Expectation, &str)>) {
 }
 
 #[tokio::test]
-async fn entra_errors_are_classified_from_the_body_first() {
+async fn a_dead_grant_and_a_claims_challenge_ask_for_reauthentication() {
     use IdpError as E;
     let description = "AADSTS70008: DESCRIPTION-TEXT quoting CLIENT-SECRET-VALUE";
     let described = Answer::json(
@@ -83,6 +83,19 @@ async fn entra_errors_are_classified_from_the_body_first() {
             "invalid_grant:70008",
         ),
         (
+            challenge,
+            |e| matches!(e, E::Reauth { claims: Some(c), .. } if c.contains("polids")),
+            "interaction_required:50079",
+        ),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn entra_error_codes_name_throttling_a_bad_assertion_and_a_bad_client() {
+    use IdpError as E;
+    assert_classified(vec![
+        (
             refusal(400, "invalid_grant", 50196),
             |e| matches!(e, E::Throttled { .. }),
             "throttled",
@@ -99,11 +112,6 @@ async fn entra_errors_are_classified_from_the_body_first() {
                 )
             },
             "invalid_grant:500133",
-        ),
-        (
-            challenge,
-            |e| matches!(e, E::Reauth { claims: Some(c), .. } if c.contains("polids")),
-            "interaction_required:50079",
         ),
         (
             refusal(401, "invalid_client", 7000215),
