@@ -29,9 +29,7 @@ impl StoreError {
     /// a new connection; `Other` for a local misconfiguration (e.g. an unreadable
     /// `sslrootcert`) or a SQLSTATE that no retry cures (e.g. no such database).
     pub(crate) fn connecting(error: sqlx::Error) -> Self {
-        if lost_connection(&error) {
-            losses::record();
-        }
+        record_if_lost(&error);
         let refused = match &error {
             // Refused or reset, a TLS handshake cut or refused, a startup or SASL exchange
             // that ended early (a cut while TLS is negotiated is a `Protocol` error: sqlx
@@ -61,9 +59,7 @@ impl From<sqlx::Error> for StoreError {
     /// A statement's failure on a connection already open.
     fn from(error: sqlx::Error) -> Self {
         // Every failed statement passes here: the one place that sees a connection lost.
-        if lost_connection(&error) {
-            losses::record();
-        }
+        record_if_lost(&error);
         match &error {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
@@ -92,6 +88,14 @@ pub(super) fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
 /// too_many_connections. Only a connection's start can fail so.
 fn refuses_sign_in(code: &str) -> bool {
     code.starts_with("28") || code == "53300"
+}
+
+/// Records a lost connection ([`losses`]) when `error` says its connection is gone: both
+/// conversions into [`StoreError`] call it, so every failure of sqlx is judged once.
+fn record_if_lost(error: &sqlx::Error) {
+    if lost_connection(error) {
+        losses::record();
+    }
 }
 
 /// Whether `error` says the connection it happened on is gone: its socket or TLS session
