@@ -22,7 +22,7 @@ use super::names;
 use super::server::Scope;
 
 /// Which service an outbound call goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dependency {
     /// Entra's token endpoint (OBO and refresh grants).
     EntraToken,
@@ -55,7 +55,39 @@ pub struct ClientCall {
     span: Option<Context>,
     scope: Arc<Scope>,
     started: Instant,
-    attributes: Vec<KeyValue>,
+    series: Series,
+}
+
+/// The latency series an outbound call records in: its key among the bound series of
+/// [`super::instruments::Instruments`], less the outcome, which only the answer tells.
+enum Series {
+    Http {
+        dependency: Dependency,
+        method: &'static str,
+        address: Arc<str>,
+    },
+    Query {
+        system: &'static str,
+        operation: Cow<'static, str>,
+    },
+}
+
+/// An HTTP call's series: dependency, method, server address, and the answer's status code
+/// or the fixed kind of failure when there was no answer.
+#[derive(PartialEq, Eq, Hash)]
+pub(super) struct HttpSeries {
+    dependency: Dependency,
+    method: &'static str,
+    address: Arc<str>,
+    outcome: Result<u16, &'static str>,
+}
+
+/// A statement's series: database system, operation, and the fixed kind of failure if any.
+#[derive(PartialEq, Eq, Hash)]
+pub(super) struct QuerySeries {
+    system: &'static str,
+    operation: Cow<'static, str>,
+    error: Option<&'static str>,
 }
 
 /// Starts a client span for `method url` as a child of the current invocation's span, or
@@ -66,24 +98,28 @@ pub fn start(dependency: Dependency, method: &str, url: &url::Url) -> Option<Cli
     if dependency == Dependency::EntraToken {
         scope.token_requests.fetch_add(1, Ordering::Relaxed);
     }
-    // The address is shared by the span and the latency point: counted, not copied.
+    let method = method_value(method);
+    // The address is shared by the span and the latency series: counted, not copied.
     let address: Arc<str> = Arc::from(url.host_str().unwrap_or_default());
-    let mut attributes = Vec::with_capacity(4);
-    attributes.extend([
-        KeyValue::new("obovault.dependency", dependency.name()),
-        KeyValue::new("http.request.method", method_value(method)),
-        KeyValue::new("server.address", address),
-    ]);
     let span = sampled(&parent).then(|| {
-        let mut span_attributes = Vec::with_capacity(5);
-        span_attributes.extend(attributes.iter().cloned());
-        span_attributes.push(KeyValue::new("url.full", without_query(url)));
+        let mut attributes = Vec::with_capacity(5);
+        attributes.extend([
+            KeyValue::new("obovault.dependency", dependency.name()),
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("server.address", address.clone()),
+            KeyValue::new("url.full", without_query(url)),
+        ]);
         if let Some(port) = url.port_or_known_default() {
-            span_attributes.push(KeyValue::new("server.port", i64::from(port)));
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
-        (names::http(method, dependency), span_attributes)
+        (names::http(method, dependency), attributes)
     });
-    Some(ClientCall::begin(parent, scope, span, attributes))
+    let series = Series::Http {
+        dependency,
+        method,
+        address,
+    };
+    Some(ClientCall::begin(parent, scope, span, series))
 }
 
 /// Starts a client span for one database `statement` on `system`, as a child of the current
@@ -92,22 +128,18 @@ pub fn start(dependency: Dependency, method: &str, url: &url::Url) -> Option<Cli
 pub fn start_query(system: &'static str, statement: &'static str) -> Option<ClientCall> {
     let (parent, scope) = traced()?;
     let operation = names::operation(statement);
-    let mut attributes = Vec::with_capacity(3);
-    attributes.extend([
-        KeyValue::new("db.system.name", system),
-        KeyValue::new("db.operation.name", StringValue::from(operation.clone())),
-    ]);
     let span = sampled(&parent).then(|| {
-        let mut span_attributes = Vec::with_capacity(4);
-        span_attributes.extend(attributes.iter().cloned());
-        span_attributes.push(KeyValue::new(
-            "obovault.dependency",
-            Dependency::Database.name(),
-        ));
-        span_attributes.push(KeyValue::new("db.query.text", statement.trim()));
-        (names::query(&operation, system), span_attributes)
+        let mut attributes = Vec::with_capacity(4);
+        attributes.extend([
+            KeyValue::new("db.system.name", system),
+            KeyValue::new("db.operation.name", StringValue::from(operation.clone())),
+            KeyValue::new("obovault.dependency", Dependency::Database.name()),
+            KeyValue::new("db.query.text", statement.trim()),
+        ]);
+        (names::query(&operation, system), attributes)
     });
-    Some(ClientCall::begin(parent, scope, span, attributes))
+    let series = Series::Query { system, operation };
+    Some(ClientCall::begin(parent, scope, span, series))
 }
 
 /// Whether the invocation's span was sampled. A client span of an invocation that is not
@@ -117,12 +149,15 @@ fn sampled(parent: &Context) -> bool {
     parent.span().span_context().is_sampled()
 }
 
-/// `http.request.method`: the standard methods as static strings (no allocation per call).
-pub(super) fn method_value(method: &str) -> StringValue {
-    match names::STANDARD_METHODS.iter().find(|m| **m == method) {
-        Some(standard) => StringValue::from(*standard),
-        None => StringValue::from(method.to_owned()),
-    }
+/// `http.request.method`: one of the methods the semantic conventions name, or `_OTHER` as
+/// they require for any other, so a caller's method never becomes a value (or a series) of
+/// its own.
+pub(super) fn method_value(method: &str) -> &'static str {
+    names::STANDARD_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("_OTHER")
 }
 
 /// The current invocation's context and scope, when the task runs inside a traced one.
@@ -138,14 +173,14 @@ impl ClientCall {
         parent: Context,
         scope: Arc<Scope>,
         span: Option<(Cow<'static, str>, Vec<KeyValue>)>,
-        attributes: Vec<KeyValue>,
+        series: Series,
     ) -> Self {
-        let span = span.map(|(name, span_attributes)| {
+        let span = span.map(|(name, attributes)| {
             let tracer = &scope.telemetry.tracer;
             let span = tracer
                 .span_builder(name)
                 .with_kind(SpanKind::Client)
-                .with_attributes(span_attributes)
+                .with_attributes(attributes)
                 .start_with_context(tracer, &parent);
             parent.with_span(span)
         });
@@ -153,67 +188,109 @@ impl ClientCall {
             span,
             scope,
             started: Instant::now(),
-            attributes,
+            series,
         }
-    }
-
-    /// Marks the span failed with `kind` (fixed and secret-free), on the span and on the
-    /// latency point.
-    fn failed(&mut self, kind: &'static str) {
-        let error = KeyValue::new("error.type", kind);
-        if let Some(span) = self.span() {
-            span.set_attribute(error.clone());
-            span.set_status(Status::error(""));
-        }
-        self.attributes.push(error);
     }
 
     /// Ends a statement's span, with `error` (a fixed kind such as `database` or `io`) when
     /// it failed.
-    pub fn finish_query(mut self, error: Option<&'static str>) {
-        let elapsed = self.started.elapsed().as_secs_f64();
-        if let Some(kind) = error {
-            self.failed(kind);
-        }
-        self.end_span();
-        let instruments = &self.scope.telemetry.instruments;
-        instruments.db_duration.record(elapsed, &self.attributes);
+    pub fn finish_query(self, error: Option<&'static str>) {
+        // A statement has no status code; `Ok(0)` only says it did not fail.
+        self.end(error.map_or(Ok(0), Err));
     }
 
     /// Ends the span with the answer's status, or with `error` (a fixed, secret-free kind
     /// such as `timeout` or `connect`) when there was no answer.
-    pub fn finish(mut self, outcome: Result<u16, &'static str>) {
+    pub fn finish(self, outcome: Result<u16, &'static str>) {
+        self.end(outcome);
+    }
+
+    fn end(self, outcome: Result<u16, &'static str>) {
         let elapsed = self.started.elapsed().as_secs_f64();
-        match outcome {
-            Ok(status) => {
-                let code = KeyValue::new("http.response.status_code", i64::from(status));
-                if let Some(span) = self.span() {
-                    span.set_attribute(code.clone());
-                    if status >= 400 {
-                        span.set_attribute(KeyValue::new("error.type", status.to_string()));
-                        span.set_status(Status::error(""));
-                    }
-                }
-                self.attributes.push(code);
-            }
-            Err(kind) => self.failed(kind),
-        }
-        self.end_span();
-        let instruments = &self.scope.telemetry.instruments;
-        instruments
-            .client_duration
-            .record(elapsed, &self.attributes);
-    }
-
-    /// The call's span, when the invocation is sampled.
-    fn span(&self) -> Option<SpanRef<'_>> {
-        self.span.as_ref().map(TraceContextExt::span)
-    }
-
-    fn end_span(&self) {
-        if let Some(span) = self.span() {
+        if let Some(span) = self.span.as_ref().map(TraceContextExt::span) {
+            mark_span(&span, &self.series, outcome);
             span.end();
         }
+        let instruments = &self.scope.telemetry.instruments;
+        match self.series {
+            Series::Http {
+                dependency,
+                method,
+                address,
+            } => {
+                let key = HttpSeries {
+                    dependency,
+                    method,
+                    address,
+                    outcome,
+                };
+                instruments
+                    .client_duration
+                    .record(elapsed, key, |key| key.attributes());
+            }
+            Series::Query { system, operation } => {
+                let key = QuerySeries {
+                    system,
+                    operation,
+                    error: outcome.err(),
+                };
+                instruments
+                    .db_duration
+                    .record(elapsed, key, |key| key.attributes());
+            }
+        }
+    }
+}
+
+/// The answer's attributes and status on a call's span.
+fn mark_span(span: &SpanRef<'_>, series: &Series, outcome: Result<u16, &'static str>) {
+    match (series, outcome) {
+        (Series::Http { .. }, Ok(status)) => {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+            if status >= 400 {
+                span.set_attribute(KeyValue::new("error.type", status.to_string()));
+                span.set_status(Status::error(""));
+            }
+        }
+        (Series::Query { .. }, Ok(_)) => {}
+        (_, Err(kind)) => {
+            span.set_attribute(KeyValue::new("error.type", kind));
+            span.set_status(Status::error(""));
+        }
+    }
+}
+
+impl HttpSeries {
+    fn attributes(&self) -> Vec<KeyValue> {
+        let outcome = match self.outcome {
+            Ok(status) => KeyValue::new("http.response.status_code", i64::from(status)),
+            Err(kind) => KeyValue::new("error.type", kind),
+        };
+        vec![
+            KeyValue::new("obovault.dependency", self.dependency.name()),
+            KeyValue::new("http.request.method", self.method),
+            KeyValue::new("server.address", self.address.clone()),
+            outcome,
+        ]
+    }
+}
+
+impl QuerySeries {
+    fn attributes(&self) -> Vec<KeyValue> {
+        let mut attributes = vec![
+            KeyValue::new("db.system.name", self.system),
+            KeyValue::new(
+                "db.operation.name",
+                StringValue::from(self.operation.clone()),
+            ),
+        ];
+        if let Some(kind) = self.error {
+            attributes.push(KeyValue::new("error.type", kind));
+        }
+        attributes
     }
 }
 

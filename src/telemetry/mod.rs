@@ -11,6 +11,7 @@
 //! set there is no [`Telemetry`], no layer in the router and no span is ever built: an
 //! outbound call only finds no telemetry scope in the current context.
 
+mod bound;
 pub mod client;
 mod export;
 mod http_client;

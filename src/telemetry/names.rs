@@ -6,9 +6,11 @@ use std::borrow::Cow;
 
 use super::client::Dependency;
 
-/// The methods [`super::client::method_value`] keeps static.
-pub(super) const STANDARD_METHODS: [&str; 7] =
-    ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+/// The methods the HTTP semantic conventions know (RFC 9110 and PATCH, RFC 5789); any other
+/// is recorded as `_OTHER` ([`super::client::method_value`]).
+pub(super) const STANDARD_METHODS: [&str; 9] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+];
 
 /// A client span's name, `{method} {dependency}`.
 pub(super) fn http(method: &str, dependency: Dependency) -> Cow<'static, str> {

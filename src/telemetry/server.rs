@@ -18,7 +18,7 @@ use axum::response::Response;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{KeyValue, StringValue};
+use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use super::Telemetry;
@@ -65,7 +65,7 @@ async fn layer(State(telemetry): State<Arc<Telemetry>>, request: Request, next: 
         .start_with_context(tracer, &parent);
     // Built only for a span that will be exported: under a rate-limited sampler most are not.
     if span.is_recording() {
-        span.set_attributes(server_attributes(function, route, method.clone(), &request));
+        span.set_attributes(server_attributes(function, route, method, &request));
     }
     let scope = Arc::new(Scope {
         telemetry: telemetry.clone(),
@@ -85,24 +85,41 @@ async fn layer(State(telemetry): State<Arc<Telemetry>>, request: Request, next: 
     }
     span.end();
     let instruments = &telemetry.instruments;
-    let labels = [
-        KeyValue::new("faas.name", function),
-        KeyValue::new("http.request.method", method),
-        KeyValue::new("http.response.status_code", i64::from(status)),
-    ];
+    let series = ServerSeries {
+        function,
+        method,
+        status,
+    };
     instruments
         .server_duration
-        .record(started.elapsed().as_secs_f64(), &labels);
+        .record(started.elapsed().as_secs_f64(), series, |series| {
+            series.attributes()
+        });
     if function == "do-work" && response.status().is_success() {
-        let result = match scope.token_requests.load(Ordering::Relaxed) {
-            0 => "hit",
-            _ => "miss",
-        };
-        instruments
-            .cache_lookups
-            .add(1, &[KeyValue::new("obovault.cache.result", result)]);
+        match scope.token_requests.load(Ordering::Relaxed) {
+            0 => instruments.cache_hits.add(1),
+            _ => instruments.cache_misses.add(1),
+        }
     }
     response
+}
+
+/// An invocation's latency series: function, method and status code.
+#[derive(PartialEq, Eq, Hash)]
+pub(super) struct ServerSeries {
+    function: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+impl ServerSeries {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![
+            KeyValue::new("faas.name", self.function),
+            KeyValue::new("http.request.method", self.method),
+            KeyValue::new("http.response.status_code", i64::from(self.status)),
+        ]
+    }
 }
 
 /// The server span's attributes: the function, its trigger, the method and route, and the
@@ -110,7 +127,7 @@ async fn layer(State(telemetry): State<Arc<Telemetry>>, request: Request, next: 
 fn server_attributes(
     function: &'static str,
     route: &'static str,
-    method: StringValue,
+    method: &'static str,
     request: &Request,
 ) -> Vec<KeyValue> {
     let trigger = if function == "refresh-tokens" {

@@ -20,8 +20,11 @@ fn url_full_has_no_user_info_query_or_fragment() {
 }
 
 #[test]
-fn standard_methods_are_recorded_as_sent() {
-    for method in ["GET", "POST", "DELETE", "PROPFIND"] {
-        assert_eq!(method_value(method).as_str(), method);
+fn standard_methods_are_recorded_as_sent_and_any_other_as_other() {
+    for method in ["GET", "POST", "DELETE", "TRACE"] {
+        assert_eq!(method_value(method), method);
+    }
+    for method in ["PROPFIND", "get", "X-ANYTHING-A-CALLER-CHOSE"] {
+        assert_eq!(method_value(method), "_OTHER");
     }
 }
