@@ -59,6 +59,11 @@ pub(crate) struct Args {
     /// (docs/PERFORMANCE.md, "Capacity") [default: unbounded, every row must be refreshed].
     #[arg(long, value_name = "SECONDS")]
     refresh_time_budget: Option<u64>,
+    /// The telemetry section only: run the service on the last CPU and the bench, with its
+    /// stand-ins, on the others (`taskset`, util-linux), so the variants' CPU per call is not
+    /// also a measure of which threads shared a core. Needs two CPUs or more.
+    #[arg(long)]
+    pin: bool,
     /// Instead of the benchmarks: a soak of this many minutes (mixed traffic with injected
     /// faults; answers by kind and memory over time). Not for CI.
     #[arg(long, value_name = "MINUTES")]

@@ -6,9 +6,12 @@
 //! more than the 5 % being judged, so a full run takes six rounds and reports, besides the
 //! excess of the means, the median of each round's excess over that round's `none`: the
 //! variants of one round ran seconds apart, on the same machine state.
+//! `--pin` runs the service on a CPU of its own and the bench on the others: the bench's load
+//! then no longer lands on the service's core, which was most of a sample's spread here.
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use super::Ctx;
@@ -55,6 +58,11 @@ impl Ctx {
         let dead_port = proc::free_port()?;
         let rounds = if self.sizes.quick { 1 } else { 6 };
         let concurrency = 8;
+        let pin = if self.args.pin {
+            Some(pin_apart().await?)
+        } else {
+            None
+        };
         let mut samples: Vec<Sample> = Vec::new();
         for round_number in 1..=rounds {
             // Each round starts with another variant: a variant that always ran first (or
@@ -68,7 +76,10 @@ impl Ctx {
                 ));
                 let mut env = base.clone();
                 env.extend(extra);
-                let service = Service::start(&env, &self.client).await?;
+                let service = match &pin {
+                    Some(wrapper) => Service::start_wrapped(wrapper, &env, &self.client).await?,
+                    None => Service::start(&env, &self.client).await?,
+                };
                 self.do_work_load(&service, &bodies, 1, Until::Calls(bodies.len()), true)
                     .await?;
                 let point = self.sizes.point;
@@ -95,8 +106,32 @@ impl Ctx {
             }
         }
         let names = variants(self, dead_port).map(|(name, _)| name);
-        Ok(summary(&samples, &names, concurrency))
+        let mut summary = summary(&samples, &names, concurrency);
+        summary["pinned"] = json!(pin.is_some());
+        Ok(summary)
     }
+}
+
+/// Moves every thread of this process (the bench and its stand-ins) off the last CPU, and
+/// returns the wrapper that starts the service on it.
+async fn pin_apart() -> anyhow::Result<Vec<String>> {
+    let cpus = std::thread::available_parallelism()?.get();
+    anyhow::ensure!(cpus >= 2, "--pin needs two CPUs or more, this machine has {cpus}");
+    let last = cpus - 1;
+    let others = if last == 1 {
+        "0".to_owned()
+    } else {
+        format!("0-{}", last - 1)
+    };
+    // `-a`: every thread; threads started later inherit their starter's affinity.
+    let status = tokio::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &others, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .context("running taskset (util-linux) for --pin")?;
+    anyhow::ensure!(status.success(), "taskset could not pin the bench: {status}");
+    Ok(vec!["taskset".to_owned(), "-c".to_owned(), last.to_string()])
 }
 
 impl Ctx {
