@@ -116,7 +116,10 @@ impl Ctx {
 /// returns the wrapper that starts the service on it.
 async fn pin_apart() -> anyhow::Result<Vec<String>> {
     let cpus = std::thread::available_parallelism()?.get();
-    anyhow::ensure!(cpus >= 2, "--pin needs two CPUs or more, this machine has {cpus}");
+    anyhow::ensure!(
+        cpus >= 2,
+        "--pin needs two CPUs or more, this machine has {cpus}"
+    );
     let last = cpus - 1;
     let others = if last == 1 {
         "0".to_owned()
@@ -130,8 +133,15 @@ async fn pin_apart() -> anyhow::Result<Vec<String>> {
         .status()
         .await
         .context("running taskset (util-linux) for --pin")?;
-    anyhow::ensure!(status.success(), "taskset could not pin the bench: {status}");
-    Ok(vec!["taskset".to_owned(), "-c".to_owned(), last.to_string()])
+    anyhow::ensure!(
+        status.success(),
+        "taskset could not pin the bench: {status}"
+    );
+    Ok(vec![
+        "taskset".to_owned(),
+        "-c".to_owned(),
+        last.to_string(),
+    ])
 }
 
 impl Ctx {

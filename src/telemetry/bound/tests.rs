@@ -55,7 +55,10 @@ fn each_key_records_in_its_own_series_past_the_bound_table_too() {
         assert_eq!((count, sum), (3, 3.0 * key as f64), "series {key}");
     }
     let bound = series.bound.read().expect("not poisoned").len();
-    assert_eq!(bound, MAX_BOUND, "the first keys are bound, the rest are not");
+    assert_eq!(
+        bound, MAX_BOUND,
+        "the first keys are bound, the rest are not"
+    );
     // Bound keys build their attributes once; the others at every point.
     assert_eq!(built, MAX_BOUND + 3 * 10);
 }
