@@ -58,37 +58,35 @@ pub struct ClientCall {
     series: Series,
 }
 
-/// The latency series an outbound call records in: its key among the bound series of
-/// [`super::instruments::Instruments`], less the outcome, which only the answer tells.
+/// The latency series an outbound call records in, less the outcome, which only the answer
+/// tells: with it, the call's key among the bound series of
+/// [`super::instruments::Instruments`].
 enum Series {
-    Http {
-        dependency: Dependency,
-        method: &'static str,
-        address: Arc<str>,
-    },
-    Query {
-        system: &'static str,
-        operation: Cow<'static, str>,
-    },
+    Http(HttpCall),
+    Query(QueryCall),
 }
 
-/// An HTTP call's series: dependency, method, server address, and the answer's status code
-/// or the fixed kind of failure when there was no answer.
+/// An HTTP call's dependency, method and server address.
 #[derive(PartialEq, Eq, Hash)]
-pub(super) struct HttpSeries {
+pub(super) struct HttpCall {
     dependency: Dependency,
     method: &'static str,
     address: Arc<str>,
-    outcome: Result<u16, &'static str>,
 }
 
-/// A statement's series: database system, operation, and the fixed kind of failure if any.
+/// A statement's database system and operation.
 #[derive(PartialEq, Eq, Hash)]
-pub(super) struct QuerySeries {
+pub(super) struct QueryCall {
     system: &'static str,
     operation: Cow<'static, str>,
-    error: Option<&'static str>,
 }
+
+/// An HTTP call's series: the call, and the answer's status code or the fixed kind of failure
+/// when there was no answer.
+pub(super) type HttpSeries = (HttpCall, Result<u16, &'static str>);
+
+/// A statement's series: the statement, and the fixed kind of failure if any.
+pub(super) type QuerySeries = (QueryCall, Option<&'static str>);
 
 /// Starts a client span for `method url` as a child of the current invocation's span, or
 /// returns `None` when there is none. The latency point is recorded for every call; the span
@@ -114,11 +112,11 @@ pub fn start(dependency: Dependency, method: &str, url: &url::Url) -> Option<Cli
         }
         (names::http(method, dependency), attributes)
     });
-    let series = Series::Http {
+    let series = Series::Http(HttpCall {
         dependency,
         method,
         address,
-    };
+    });
     Some(ClientCall::begin(parent, scope, span, series))
 }
 
@@ -138,7 +136,7 @@ pub fn start_query(system: &'static str, statement: &'static str) -> Option<Clie
         ]);
         (names::query(&operation, system), attributes)
     });
-    let series = Series::Query { system, operation };
+    let series = Series::Query(QueryCall { system, operation });
     Some(ClientCall::begin(parent, scope, span, series))
 }
 
@@ -213,30 +211,15 @@ impl ClientCall {
         }
         let instruments = &self.scope.telemetry.instruments;
         match self.series {
-            Series::Http {
-                dependency,
-                method,
-                address,
-            } => {
-                let key = HttpSeries {
-                    dependency,
-                    method,
-                    address,
-                    outcome,
-                };
+            Series::Http(call) => {
                 instruments
                     .client_duration
-                    .record(elapsed, key, |key| key.attributes());
+                    .record(elapsed, (call, outcome), http_attributes);
             }
-            Series::Query { system, operation } => {
-                let key = QuerySeries {
-                    system,
-                    operation,
-                    error: outcome.err(),
-                };
+            Series::Query(call) => {
                 instruments
                     .db_duration
-                    .record(elapsed, key, |key| key.attributes());
+                    .record(elapsed, (call, outcome.err()), query_attributes);
             }
         }
     }
@@ -245,7 +228,7 @@ impl ClientCall {
 /// The answer's attributes and status on a call's span.
 fn mark_span(span: &SpanRef<'_>, series: &Series, outcome: Result<u16, &'static str>) {
     match (series, outcome) {
-        (Series::Http { .. }, Ok(status)) => {
+        (Series::Http(_), Ok(status)) => {
             span.set_attribute(KeyValue::new(
                 "http.response.status_code",
                 i64::from(status),
@@ -255,7 +238,7 @@ fn mark_span(span: &SpanRef<'_>, series: &Series, outcome: Result<u16, &'static 
                 span.set_status(Status::error(""));
             }
         }
-        (Series::Query { .. }, Ok(_)) => {}
+        (Series::Query(_), Ok(_)) => {}
         (_, Err(kind)) => {
             span.set_attribute(KeyValue::new("error.type", kind));
             span.set_status(Status::error(""));
@@ -263,35 +246,33 @@ fn mark_span(span: &SpanRef<'_>, series: &Series, outcome: Result<u16, &'static 
     }
 }
 
-impl HttpSeries {
-    fn attributes(&self) -> Vec<KeyValue> {
-        let outcome = match self.outcome {
-            Ok(status) => KeyValue::new("http.response.status_code", i64::from(status)),
-            Err(kind) => KeyValue::new("error.type", kind),
-        };
-        vec![
-            KeyValue::new("obovault.dependency", self.dependency.name()),
-            KeyValue::new("http.request.method", self.method),
-            KeyValue::new("server.address", self.address.clone()),
-            outcome,
-        ]
-    }
+/// A bound HTTP series' attributes.
+fn http_attributes((call, outcome): &HttpSeries) -> Vec<KeyValue> {
+    let outcome = match *outcome {
+        Ok(status) => KeyValue::new("http.response.status_code", i64::from(status)),
+        Err(kind) => KeyValue::new("error.type", kind),
+    };
+    vec![
+        KeyValue::new("obovault.dependency", call.dependency.name()),
+        KeyValue::new("http.request.method", call.method),
+        KeyValue::new("server.address", call.address.clone()),
+        outcome,
+    ]
 }
 
-impl QuerySeries {
-    fn attributes(&self) -> Vec<KeyValue> {
-        let mut attributes = vec![
-            KeyValue::new("db.system.name", self.system),
-            KeyValue::new(
-                "db.operation.name",
-                StringValue::from(self.operation.clone()),
-            ),
-        ];
-        if let Some(kind) = self.error {
-            attributes.push(KeyValue::new("error.type", kind));
-        }
-        attributes
+/// A bound statement series' attributes.
+fn query_attributes((call, error): &QuerySeries) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("db.system.name", call.system),
+        KeyValue::new(
+            "db.operation.name",
+            StringValue::from(call.operation.clone()),
+        ),
+    ];
+    if let Some(kind) = *error {
+        attributes.push(KeyValue::new("error.type", kind));
     }
+    attributes
 }
 
 /// `scheme://host[:port]/path`: no user info, query or fragment (signatures, codes). Sliced

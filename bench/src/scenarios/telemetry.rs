@@ -58,10 +58,11 @@ impl Ctx {
         let dead_port = proc::free_port()?;
         let rounds = if self.sizes.quick { 1 } else { 6 };
         let concurrency = 8;
-        let pin = if self.args.pin {
-            Some(pin_apart().await?)
+        // No wrapper (the service run as it is) unless pinned.
+        let wrapper = if self.args.pin {
+            pin_apart().await?
         } else {
-            None
+            Vec::new()
         };
         let mut samples: Vec<Sample> = Vec::new();
         for round_number in 1..=rounds {
@@ -76,10 +77,7 @@ impl Ctx {
                 ));
                 let mut env = base.clone();
                 env.extend(extra);
-                let service = match &pin {
-                    Some(wrapper) => Service::start_wrapped(wrapper, &env, &self.client).await?,
-                    None => Service::start(&env, &self.client).await?,
-                };
+                let service = Service::start_wrapped(&wrapper, &env, &self.client).await?;
                 self.do_work_load(&service, &bodies, 1, Until::Calls(bodies.len()), true)
                     .await?;
                 let point = self.sizes.point;
@@ -107,7 +105,7 @@ impl Ctx {
         }
         let names = variants(self, dead_port).map(|(name, _)| name);
         let mut summary = summary(&samples, &names, concurrency);
-        summary["pinned"] = json!(pin.is_some());
+        summary["pinned"] = json!(self.args.pin);
         Ok(summary)
     }
 }
