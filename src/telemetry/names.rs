@@ -12,7 +12,8 @@ pub(super) const STANDARD_METHODS: [&str; 9] = [
     "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
 ];
 
-/// A client span's name, `{method} {dependency}`.
+/// A client span's name, `{method} {dependency}`; `HTTP {dependency}` for a method recorded as
+/// `_OTHER`, as the HTTP semantic conventions name such spans.
 pub(super) fn http(method: &str, dependency: Dependency) -> Cow<'static, str> {
     use Dependency::{Database, Downstream, EntraMetadata, EntraToken, KeyVault};
     let name = match (method, dependency) {
@@ -25,6 +26,7 @@ pub(super) fn http(method: &str, dependency: Dependency) -> Cow<'static, str> {
         ("PATCH", Downstream) => "PATCH downstream",
         ("DELETE", Downstream) => "DELETE downstream",
         (_, EntraToken | EntraMetadata | KeyVault | Downstream | Database) => {
+            let method = if method == "_OTHER" { "HTTP" } else { method };
             return Cow::Owned(format!("{method} {}", dependency.name()));
         }
     };
@@ -80,6 +82,10 @@ mod tests {
                 let expected = format!("{method} {}", dependency.name());
                 assert_eq!(http(method, dependency), expected);
             }
+        }
+        for dependency in DEPENDENCIES {
+            let expected = format!("HTTP {}", dependency.name());
+            assert_eq!(http("_OTHER", dependency), expected);
         }
         for system in ["sqlite", "postgresql", "mysql"] {
             for statement in [
