@@ -502,18 +502,24 @@ fn instructions_table(report: &Value) {
     };
     table(
         &format!(
-            "do-work, warm, telemetry exporters in instructions ({}, {} calls one at a time)",
+            "do-work, warm, telemetry exporters in instructions ({}, {} calls one at a time, \
+             median of {} rounds)",
             f(&point["backend"]),
-            f(&point["calls"])
+            f(&point["calls"]),
+            f(&point["rounds"])
         ),
-        &["exporter", "instructions/call", "vs none %"],
+        &["exporter", "instructions/call", "vs none %", "rounds"],
         variants
             .iter()
             .map(|v| {
+                let rounds = v["rounds"].as_array().map_or_else(String::new, |rounds| {
+                    rounds.iter().map(f).collect::<Vec<_>>().join(", ")
+                });
                 vec![
                     f(&v["exporter"]),
                     f(&v["instructions_per_call"]),
                     f(&v["overhead_percent"]),
+                    rounds,
                 ]
             })
             .collect(),
