@@ -110,6 +110,9 @@ impl Ctx {
     }
 }
 
+/// Tries of `taskset` over this process's threads before `--pin` gives up.
+const PIN_TRIES: usize = 5;
+
 /// Moves every thread of this process (the bench and its stand-ins) off the last CPU, and
 /// returns the wrapper that starts the service on it.
 async fn pin_apart() -> anyhow::Result<Vec<String>> {
@@ -124,17 +127,25 @@ async fn pin_apart() -> anyhow::Result<Vec<String>> {
     } else {
         format!("0-{}", last - 1)
     };
-    // `-a`: every thread; threads started later inherit their starter's affinity.
-    let status = tokio::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", &others, &std::process::id().to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .await
-        .context("running taskset (util-linux) for --pin")?;
-    anyhow::ensure!(
-        status.success(),
-        "taskset could not pin the bench: {status}"
-    );
+    // `-a`: every thread; threads started later inherit their starter's affinity. A thread
+    // that ends between taskset's listing and its call (the runtime's blocking pool lets idle
+    // threads go) fails the whole call with "No such process": the next try lists them again.
+    for tried in 1.. {
+        let status = tokio::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", &others, &std::process::id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .context("running taskset (util-linux) for --pin")?;
+        if status.success() {
+            break;
+        }
+        anyhow::ensure!(
+            tried < PIN_TRIES,
+            "taskset could not pin the bench in {PIN_TRIES} tries: {status}"
+        );
+    }
     Ok(vec![
         "taskset".to_owned(),
         "-c".to_owned(),
