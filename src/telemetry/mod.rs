@@ -2,7 +2,7 @@
 //! configured, OpenTelemetry traces and metrics ([`Telemetry`]).
 //!
 //! Traces: one server span per invocation of setup, do-work and refresh-tokens
-//! ([`server::layer`]), continuing the W3C `traceparent` the Functions host sends, and one
+//! ([`server::traced`]), continuing the W3C `traceparent` the Functions host sends, and one
 //! client span per outbound call ([`client`], used by [`crate::outbound`]). Metrics: the
 //! instruments in [`instruments`]. Names, attributes and what is never recorded are in
 //! docs/TELEMETRY.md.
