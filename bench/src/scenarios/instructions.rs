@@ -23,7 +23,7 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
 use super::Ctx;
-use crate::load::{round, Until};
+use crate::load::{median, round, Until};
 use crate::proc::{self, Service};
 
 /// Rounds of every variant in a full run: a variant's ±1 % is a fifth of the 5 % being
@@ -235,17 +235,6 @@ fn summary(names: &[&str], counted: &[Vec<f64>], calls: usize) -> Value {
     })
 }
 
-/// The middle value (the mean of the two middle ones for an even count).
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +250,5 @@ mod tests {
         assert_eq!(variants[1]["overhead_percent"], 10.0);
         assert_eq!(variants[1]["rounds"], json!([500.0, 420.0, 440.0]));
         assert_eq!(summary["rounds"], 3);
-        assert_eq!(median(&[3.0, 1.0, 4.0, 2.0]), 2.5);
     }
 }
