@@ -114,6 +114,7 @@ where
             token_requests: AtomicU32::new(0),
         });
         let cx = parent.with_span(span).with_value(scope.clone());
+        let started = Instant::now();
         // The inner call may start work before its future is first polled: under the context.
         let response = {
             let _attached = cx.clone().attach();
@@ -126,7 +127,7 @@ where
                 scope,
                 function,
                 method,
-                started: Instant::now(),
+                started,
             }),
         })
     }
