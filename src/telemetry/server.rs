@@ -19,7 +19,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use futures::future::Either;
 use opentelemetry::context::{FutureExt as _, WithContext};
-use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -98,7 +98,8 @@ where
             return Either::Left(self.inner.call(request));
         };
         let telemetry = &self.telemetry;
-        let parent = TraceContextPropagator::new().extract(&TraceHeaders(request.headers()));
+        let parent = TraceContextPropagator::new()
+            .extract(&opentelemetry_http::HeaderExtractor(request.headers()));
         let method = super::client::method_value(request.method().as_str());
         let tracer = &telemetry.tracer;
         let mut span = tracer
@@ -200,28 +201,6 @@ impl InvocationEnd {
         }
     }
 }
-
-/// The W3C trace-context headers of a request, found by their static names (a lookup by
-/// `&str`, as `opentelemetry_http::HeaderExtractor` does, parses the name first).
-struct TraceHeaders<'a>(&'a http::HeaderMap);
-
-impl Extractor for TraceHeaders<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        let name = match key {
-            "traceparent" => &TRACEPARENT,
-            "tracestate" => &TRACESTATE,
-            other => return self.0.get(other).and_then(|v| v.to_str().ok()),
-        };
-        self.0.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 /// An invocation's latency series: function, method and status code.
 #[derive(PartialEq, Eq, Hash)]
