@@ -37,8 +37,9 @@ pub(crate) struct Args {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Run only these sections (comma-separated): do-work, cold, setup, startup, refresh,
-    /// reseal, telemetry; and telemetry-instructions, which only runs when named (it runs
-    /// the service under valgrind for a few minutes).
+    /// reseal, telemetry; and, only when named, telemetry-instructions (the service under
+    /// valgrind for a few minutes) and telemetry-paired (a service with each exporter
+    /// and one without, loaded at the same time, about two minutes; with `--pin` on one CPU).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds per do-work load point [default: 4, quick: 0.5].

@@ -280,6 +280,12 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 /// utime + stime of a process, seconds.
 pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let [user, system] = user_system_seconds(pid)?;
+    Some(user + system)
+}
+
+/// utime and stime of a process (every thread's, those that ended included), seconds.
+pub(crate) fn user_system_seconds(pid: u32) -> Option<[f64; 2]> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; fields count from after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -287,7 +293,7 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     // Fields 14 and 15 of the man page are at 11 and 12 here (field 3 is index 0).
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / TICKS_PER_SECOND)
+    Some([utime / TICKS_PER_SECOND, stime / TICKS_PER_SECOND])
 }
 
 /// The machine, for the report.

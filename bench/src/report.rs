@@ -221,6 +221,7 @@ pub(crate) fn print(report: &Value) {
     );
     telemetry_table(report);
     instructions_table(report);
+    paired_table(report);
     let two = &report["do_work_warm_two_downstreams"];
     if two.is_object() {
         table(
@@ -520,6 +521,45 @@ fn instructions_table(report: &Value) {
                     f(&v["instructions_per_call"]),
                     f(&v["overhead_percent"]),
                     rounds,
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// The paired telemetry point, when it ran.
+fn paired_table(report: &Value) {
+    let point = &report["do_work_warm_telemetry_paired"];
+    let Some(variants) = point["variants"].as_array() else {
+        return;
+    };
+    table(
+        &format!(
+            "do-work, warm, telemetry exporters side by side ({}, concurrency {} each, {} \
+             slices of {} ms)",
+            f(&point["backend"]),
+            f(&point["concurrency"]),
+            f(&point["pairs"]),
+            f(&point["slice_ms"])
+        ),
+        &[
+            "exporter",
+            "vs none % (median of slices)",
+            "quartiles %",
+            "CPU µs/call, none",
+            "CPU µs/call, exporter",
+            "slices counted",
+        ],
+        variants
+            .iter()
+            .map(|v| {
+                vec![
+                    f(&v["exporter"]),
+                    f(&v["median_excess_percent"]),
+                    f(&v["quartiles_percent"]),
+                    f(&v["none_cpu_us_per_call"]),
+                    f(&v["exporter_cpu_us_per_call"]),
+                    f(&v["pairs_counted"]),
                 ]
             })
             .collect(),

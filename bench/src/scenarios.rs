@@ -13,6 +13,7 @@ use obo_vault::domain::{RefreshToken, TenantId, UserId, UserKey};
 use serde_json::{json, Value};
 
 mod instructions;
+mod paired;
 mod telemetry;
 mod two_apis;
 
@@ -131,6 +132,9 @@ impl Ctx {
         }
         if self.args.names("telemetry-instructions") {
             report["do_work_warm_telemetry_instructions"] = self.telemetry_instructions().await?;
+        }
+        if self.args.names("telemetry-paired") {
+            report["do_work_warm_telemetry_paired"] = self.telemetry_paired().await?;
         }
         Ok(report)
     }

@@ -19,7 +19,7 @@ use crate::load::{median, round, Until};
 use crate::proc::{self, Service};
 
 /// The variants, by report name: the telemetry settings each adds.
-fn variants(ctx: &Ctx, dead_port: u16) -> [(&'static str, Vec<(String, String)>); 4] {
+pub(super) fn variants(ctx: &Ctx, dead_port: u16) -> [(&'static str, Vec<(String, String)>); 4] {
     // Metrics every second instead of every minute, so their export falls inside the point.
     let exporter = |variable: &str, value: String| {
         vec![
@@ -115,7 +115,7 @@ const PIN_TRIES: usize = 5;
 
 /// Moves every thread of this process (the bench and its stand-ins) off the last CPU, and
 /// returns the wrapper that starts the service on it.
-async fn pin_apart() -> anyhow::Result<Vec<String>> {
+pub(super) async fn pin_apart() -> anyhow::Result<Vec<String>> {
     let cpus = std::thread::available_parallelism()?.get();
     anyhow::ensure!(
         cpus >= 2,

@@ -1,0 +1,206 @@
+//! What telemetry costs on the warm do-work path, measured side by side: a service with no
+//! exporter and one with an exporter run at the same time on the same CPU (with `--pin`), both
+//! under load, in one-second slices. Each slice gives the exporter's excess of CPU per call
+//! over the other service's in the same second, so whatever the host does meanwhile (another
+//! tenant's load, the hypervisor taking the core), which moves the sequential point's figures
+//! (`telemetry`) by ±10 % from one service's run to the next, lands on both alike. Loading
+//! them in alternating half-second slices instead was tried and left as much spread as the
+//! sequential point (quartiles of the control −13 to +8 %). CPU is each service's threads' run
+//! time from `/proc/<pid>/task/*/schedstat` (nanoseconds), not the 10 ms ticks of
+//! `/proc/<pid>/stat`; the ticks, summed over every slice, split it into user and system time.
+//! The same run measures `none` against a second `none`: that control shows the method's own
+//! error.
+//!
+//! Two services share the core, so each call costs more than in the sequential point (each
+//! evicts the other's caches): the excess is a share of that dearer call.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::load::{median, round, Until};
+use crate::proc::Service;
+
+/// Slices per variant.
+const PAIRS: usize = 24;
+/// Pairs of a `--quick` run.
+const QUICK_PAIRS: usize = 4;
+/// One slice's load.
+const SLICE: Duration = Duration::from_secs(1);
+
+impl Ctx {
+    /// The paired telemetry-cost point: do-work warm at concurrency 8, SQLite.
+    pub(super) async fn telemetry_paired(&self) -> anyhow::Result<Value> {
+        let (base, bodies) = self.telemetry_users("paired.db").await?;
+        let dead_port = crate::proc::free_port()?;
+        let pairs = if self.sizes.quick { QUICK_PAIRS } else { PAIRS };
+        let concurrency = 8;
+        // Both services of a pair on the same CPU, so both halves of a pair ran where the
+        // other did; the bench and its stand-ins on the others.
+        let wrapper = if self.args.pin {
+            super::telemetry::pin_apart().await?
+        } else {
+            Vec::new()
+        };
+        let start = |extra: Vec<(String, String)>| {
+            let mut env = base.clone();
+            env.extend(extra);
+            let wrapper = wrapper.clone();
+            async move { Service::start_wrapped(&wrapper, &env, &self.client).await }
+        };
+        let mut variants = Vec::new();
+        for (name, extra) in super::telemetry::variants(self, dead_port) {
+            // `none` against `none`: the control.
+            let name = if name == "none" {
+                "none (control)"
+            } else {
+                name
+            };
+            self.step(format!("do-work warm, telemetry {name} paired with none"));
+            let services = [start(Vec::new()).await?, start(extra).await?];
+            for service in &services {
+                self.do_work_load(service, &bodies, 1, Until::Calls(bodies.len()), true)
+                    .await?;
+                self.do_work_load(service, &bodies, concurrency, Until::Elapsed(SLICE), false)
+                    .await?;
+            }
+            let mut excesses = Vec::with_capacity(pairs);
+            let mut per_call = [Vec::new(), Vec::new()];
+            // User and system seconds of each half, and its calls, over every slice.
+            let mut split = [[0.0; 3]; 2];
+            for _ in 0..pairs {
+                let before = [snapshot(&services[0])?, snapshot(&services[1])?];
+                let (none, exporter) = tokio::try_join!(
+                    self.do_work_load(
+                        &services[0],
+                        &bodies,
+                        concurrency,
+                        Until::Elapsed(SLICE),
+                        false
+                    ),
+                    self.do_work_load(
+                        &services[1],
+                        &bodies,
+                        concurrency,
+                        Until::Elapsed(SLICE),
+                        false
+                    ),
+                )?;
+                let after = [snapshot(&services[0])?, snapshot(&services[1])?];
+                let mut slice = [0.0; 2];
+                for (which, requests) in [none.requests, exporter.requests].into_iter().enumerate()
+                {
+                    let (before, after) = (&before[which], &after[which]);
+                    split[which][0] += after.user_system[0] - before.user_system[0];
+                    split[which][1] += after.user_system[1] - before.user_system[1];
+                    split[which][2] += requests as f64;
+                    // A thread that ended within the slice takes its run time with it: the
+                    // slice does not count (the pair is dropped below).
+                    slice[which] = if after.run_ns > before.run_ns && requests > 0 {
+                        (after.run_ns - before.run_ns) as f64 / 1e3 / requests as f64
+                    } else {
+                        f64::NAN
+                    };
+                }
+                if slice.iter().all(|s| s.is_finite()) {
+                    excesses.push((slice[1] / slice[0] - 1.0) * 100.0);
+                    per_call[0].push(slice[0]);
+                    per_call[1].push(slice[1]);
+                }
+            }
+            for service in services {
+                service.stop().await?;
+            }
+            variants.push(summary(name, &excesses, &per_call, &split));
+        }
+        Ok(json!({
+            "backend": "sqlite",
+            "concurrency": concurrency,
+            "pairs": pairs,
+            "slice_ms": SLICE.as_millis(),
+            "pinned": self.args.pin,
+            "variants": variants,
+        }))
+    }
+}
+
+/// One variant's figures: the median excess of its pairs and their quartiles, the median
+/// CPU per call of each half, and each half's user and system CPU per call over all its slices
+/// (from 10 ms ticks: coarse for one slice, fine over forty).
+fn summary(name: &str, excesses: &[f64], per_call: &[Vec<f64>; 2], split: &[[f64; 3]; 2]) -> Value {
+    let us_per_call = |half: [f64; 3], field: usize| round(half[field] * 1e6 / half[2].max(1.0), 1);
+    json!({
+        "exporter": name,
+        "pairs_counted": excesses.len(),
+        "median_excess_percent": round(median(excesses), 1),
+        "quartiles_percent": [round(quantile(excesses, 0.25), 1), round(quantile(excesses, 0.75), 1)],
+        "none_cpu_us_per_call": round(median(&per_call[0]), 1),
+        "exporter_cpu_us_per_call": round(median(&per_call[1]), 1),
+        "none_user_system_us_per_call": [us_per_call(split[0], 0), us_per_call(split[0], 1)],
+        "exporter_user_system_us_per_call": [us_per_call(split[1], 0), us_per_call(split[1], 1)],
+    })
+}
+
+/// The `q` quantile of `values`, the nearest rank (0 when empty).
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n => sorted[((n - 1) as f64 * q).round() as usize],
+    }
+}
+
+/// A service's CPU so far: its live threads' run time, and its user and system seconds.
+struct Snapshot {
+    run_ns: u64,
+    user_system: [f64; 2],
+}
+
+fn snapshot(service: &Service) -> anyhow::Result<Snapshot> {
+    let pid = service.pid;
+    Ok(Snapshot {
+        run_ns: run_time_ns(pid)?,
+        user_system: crate::proc::user_system_seconds(pid)
+            .ok_or_else(|| anyhow::anyhow!("no /proc/{pid}/stat"))?,
+    })
+}
+
+/// The run time of every live thread of `pid`, in nanoseconds (the first field of each
+/// thread's `schedstat`).
+fn run_time_ns(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread may end between the listing and the read: it no longer counts.
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_ranks() {
+        let values = [5.0, 1.0, 3.0, 2.0, 4.0];
+        assert_eq!(quantile(&values, 0.25), 2.0);
+        assert_eq!(quantile(&values, 0.5), 3.0);
+        assert_eq!(quantile(&values, 0.75), 4.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn this_process_has_run_time() {
+        let spent = run_time_ns(std::process::id()).unwrap();
+        assert!(spent > 0);
+    }
+}
