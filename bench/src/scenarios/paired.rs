@@ -8,12 +8,14 @@
 //! sequential point (quartiles of the control −13 to +8 %). CPU is each service's threads' run
 //! time from `/proc/<pid>/task/*/schedstat` (nanoseconds), not the 10 ms ticks of
 //! `/proc/<pid>/stat`; the ticks, summed over every slice, split it into user and system time.
-//! The same run measures `none` against a second `none`: that control shows the method's own
-//! error.
+//! Each variant runs four pairs of services one after another, six slices each: one pair's
+//! median moves by a point or two from one start to the next. The same run measures `none`
+//! against a second `none`: that control shows the method's own error.
 //!
 //! Two services share the core, so each call costs more than in the sequential point (each
 //! evicts the other's caches): the excess is a share of that dearer call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -23,9 +25,14 @@ use crate::load::{median, round, Until};
 use crate::proc::Service;
 
 /// Slices per variant.
-const PAIRS: usize = 24;
-/// Pairs of a `--quick` run.
-const QUICK_PAIRS: usize = 4;
+const SLICES: usize = 24;
+/// Slices of a `--quick` run.
+const QUICK_SLICES: usize = 4;
+/// Pairs of services per variant, started one after another; the slices are shared out
+/// among them.
+const PAIRS_OF_SERVICES: usize = 4;
+/// Pairs of services of a `--quick` run.
+const QUICK_PAIRS_OF_SERVICES: usize = 1;
 /// One slice's load.
 const SLICE: Duration = Duration::from_secs(1);
 
@@ -34,7 +41,11 @@ impl Ctx {
     pub(super) async fn telemetry_paired(&self) -> anyhow::Result<Value> {
         let (base, bodies) = self.telemetry_users("paired.db").await?;
         let dead_port = crate::proc::free_port()?;
-        let pairs = if self.sizes.quick { QUICK_PAIRS } else { PAIRS };
+        let (slices, pairs_of_services) = if self.sizes.quick {
+            (QUICK_SLICES, QUICK_PAIRS_OF_SERVICES)
+        } else {
+            (SLICES, PAIRS_OF_SERVICES)
+        };
         let concurrency = 8;
         // Both services of a pair on the same CPU, so both halves of a pair ran where the
         // other did; the bench and its stand-ins on the others.
@@ -58,66 +69,49 @@ impl Ctx {
                 name
             };
             self.step(format!("do-work warm, telemetry {name} paired with none"));
-            let services = [start(Vec::new()).await?, start(extra).await?];
-            for service in &services {
-                self.do_work_load(service, &bodies, 1, Until::Calls(bodies.len()), true)
-                    .await?;
-                self.do_work_load(service, &bodies, concurrency, Until::Elapsed(SLICE), false)
-                    .await?;
-            }
-            let mut excesses = Vec::with_capacity(pairs);
+            let mut excesses = Vec::with_capacity(slices);
             let mut per_call = [Vec::new(), Vec::new()];
             // User and system seconds of each half, and its calls, over every slice.
             let mut split = [[0.0; 3]; 2];
-            for _ in 0..pairs {
-                let before = [snapshot(&services[0])?, snapshot(&services[1])?];
-                let (none, exporter) = tokio::try_join!(
-                    self.do_work_load(
-                        &services[0],
-                        &bodies,
-                        concurrency,
-                        Until::Elapsed(SLICE),
-                        false
-                    ),
-                    self.do_work_load(
-                        &services[1],
-                        &bodies,
-                        concurrency,
-                        Until::Elapsed(SLICE),
-                        false
-                    ),
-                )?;
-                let after = [snapshot(&services[0])?, snapshot(&services[1])?];
-                let mut slice = [0.0; 2];
-                for (which, requests) in [none.requests, exporter.requests].into_iter().enumerate()
-                {
-                    let (before, after) = (&before[which], &after[which]);
-                    split[which][0] += after.user_system[0] - before.user_system[0];
-                    split[which][1] += after.user_system[1] - before.user_system[1];
-                    split[which][2] += requests as f64;
-                    // A thread that ended within the slice takes its run time with it: the
-                    // slice does not count (the pair is dropped below).
-                    slice[which] = if after.run_ns > before.run_ns && requests > 0 {
-                        (after.run_ns - before.run_ns) as f64 / 1e3 / requests as f64
-                    } else {
-                        f64::NAN
-                    };
+            // Each pair of services is a new draw of what differs from one start to the next
+            // (addresses, hash seeds, where the allocator puts things), which moves a pair's
+            // figures by a point or two: several pairs, and the median over all their slices.
+            let mut by_pair = Vec::with_capacity(pairs_of_services);
+            for _ in 0..pairs_of_services {
+                let mut this_pair = Vec::new();
+                let services = [start(Vec::new()).await?, start(extra.clone()).await?];
+                for service in &services {
+                    self.do_work_load(service, &bodies, 1, Until::Calls(bodies.len()), true)
+                        .await?;
+                    self.do_work_load(service, &bodies, concurrency, Until::Elapsed(SLICE), false)
+                        .await?;
                 }
-                if slice.iter().all(|s| s.is_finite()) {
-                    excesses.push((slice[1] / slice[0] - 1.0) * 100.0);
-                    per_call[0].push(slice[0]);
-                    per_call[1].push(slice[1]);
+                for _ in 0..slices / pairs_of_services {
+                    // A slice in which a thread ended (taking its run time with it) does not
+                    // count.
+                    if let Some(slice) = self
+                        .side_by_side(&services, &bodies, concurrency, &mut split)
+                        .await?
+                    {
+                        let excess = (slice[1] / slice[0] - 1.0) * 100.0;
+                        excesses.push(excess);
+                        this_pair.push(excess);
+                        per_call[0].push(slice[0]);
+                        per_call[1].push(slice[1]);
+                    }
                 }
+                for service in services {
+                    service.stop().await?;
+                }
+                by_pair.push(round(median(&this_pair), 1));
             }
-            for service in services {
-                service.stop().await?;
-            }
-            variants.push(summary(name, &excesses, &per_call, &split));
+            variants.push(summary(name, &excesses, &by_pair, &per_call, &split));
         }
         Ok(json!({
             "backend": "sqlite",
             "concurrency": concurrency,
-            "pairs": pairs,
+            "slices": slices,
+            "pairs_of_services": pairs_of_services,
             "slice_ms": SLICE.as_millis(),
             "pinned": self.args.pin,
             "variants": variants,
@@ -125,14 +119,54 @@ impl Ctx {
     }
 }
 
-/// One variant's figures: the median excess of its pairs and their quartiles, the median
+impl Ctx {
+    /// One slice: both `services` under load at once. Returns each one's CPU µs per call,
+    /// `None` when a thread of either ended within the slice; adds each one's user and system
+    /// seconds and calls to `split`.
+    async fn side_by_side(
+        &self,
+        services: &[Service; 2],
+        bodies: &Arc<Vec<String>>,
+        concurrency: usize,
+        split: &mut [[f64; 3]; 2],
+    ) -> anyhow::Result<Option<[f64; 2]>> {
+        let load =
+            |service| self.do_work_load(service, bodies, concurrency, Until::Elapsed(SLICE), false);
+        let before = [snapshot(&services[0])?, snapshot(&services[1])?];
+        let (none, exporter) = tokio::try_join!(load(&services[0]), load(&services[1]))?;
+        let after = [snapshot(&services[0])?, snapshot(&services[1])?];
+        let mut slice = [0.0; 2];
+        for (which, requests) in [none.requests, exporter.requests].into_iter().enumerate() {
+            let (before, after) = (&before[which], &after[which]);
+            split[which][0] += after.user_system[0] - before.user_system[0];
+            split[which][1] += after.user_system[1] - before.user_system[1];
+            split[which][2] += requests as f64;
+            slice[which] = if after.run_ns > before.run_ns && requests > 0 {
+                (after.run_ns - before.run_ns) as f64 / 1e3 / requests as f64
+            } else {
+                f64::NAN
+            };
+        }
+        Ok(slice.iter().all(|s| s.is_finite()).then_some(slice))
+    }
+}
+
+/// One variant's figures: the median excess of its slices and their quartiles, each pair of
+/// services' median, the median
 /// CPU per call of each half, and each half's user and system CPU per call over all its slices
 /// (from 10 ms ticks: coarse for one slice, fine over forty).
-fn summary(name: &str, excesses: &[f64], per_call: &[Vec<f64>; 2], split: &[[f64; 3]; 2]) -> Value {
+fn summary(
+    name: &str,
+    excesses: &[f64],
+    by_pair: &[f64],
+    per_call: &[Vec<f64>; 2],
+    split: &[[f64; 3]; 2],
+) -> Value {
     let us_per_call = |half: [f64; 3], field: usize| round(half[field] * 1e6 / half[2].max(1.0), 1);
     json!({
         "exporter": name,
-        "pairs_counted": excesses.len(),
+        "slices_counted": excesses.len(),
+        "median_excess_percent_by_pair_of_services": by_pair,
         "median_excess_percent": round(median(excesses), 1),
         "quartiles_percent": [round(quantile(excesses, 0.25), 1), round(quantile(excesses, 0.75), 1)],
         "none_cpu_us_per_call": round(median(&per_call[0]), 1),
