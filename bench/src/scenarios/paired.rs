@@ -61,7 +61,23 @@ impl Ctx {
             async move { Service::start_wrapped(&wrapper, &env, &self.client).await }
         };
         let mut variants = Vec::new();
-        for (name, extra) in super::telemetry::variants(self, dead_port) {
+        // The sequential point's variants export metrics every second; Application Insights
+        // once more at the SDK's default minute, as deployed: its export then falls outside
+        // the slices, and the minute's export spread over a minute's calls is a sixtieth of
+        // what the one-second variant shows for it.
+        let as_deployed = (
+            "app_insights_default_metrics_every_minute",
+            vec![(
+                "APPLICATIONINSIGHTS_CONNECTION_STRING".to_owned(),
+                self.stack
+                    .telemetry
+                    .connection_string(super::telemetry::BENCH_INSTRUMENTATION_KEY),
+            )],
+        );
+        let settings = super::telemetry::variants(self, dead_port)
+            .into_iter()
+            .chain([as_deployed]);
+        for (name, extra) in settings {
             // `none` against `none`: the control.
             let name = if name == "none" {
                 "none (control)"
