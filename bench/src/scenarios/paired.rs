@@ -87,8 +87,8 @@ impl Ctx {
             self.step(format!("do-work warm, telemetry {name} paired with none"));
             let mut excesses = Vec::with_capacity(slices);
             let mut per_call = [Vec::new(), Vec::new()];
-            // User and system seconds of each half, and its calls, over every slice.
-            let mut split = [[0.0; 3]; 2];
+            // Each half's user and system seconds and calls, over every slice.
+            let mut split = [Split::default(), Split::default()];
             // Each pair of services is a new draw of what differs from one start to the next
             // (addresses, hash seeds, where the allocator puts things), which moves a pair's
             // figures by a point or two: several pairs, and the median over all their slices.
@@ -133,9 +133,7 @@ impl Ctx {
             "variants": variants,
         }))
     }
-}
 
-impl Ctx {
     /// One slice: both `services` under load at once. Returns each one's CPU µs per call,
     /// `None` when a thread of either ended within the slice; adds each one's user and system
     /// seconds and calls to `split`.
@@ -144,7 +142,7 @@ impl Ctx {
         services: &[Service; 2],
         bodies: &Arc<Vec<String>>,
         concurrency: usize,
-        split: &mut [[f64; 3]; 2],
+        split: &mut [Split; 2],
     ) -> anyhow::Result<Option<[f64; 2]>> {
         let load =
             |service| self.do_work_load(service, bodies, concurrency, Until::Elapsed(SLICE), false);
@@ -154,9 +152,9 @@ impl Ctx {
         let mut slice = [0.0; 2];
         for (which, requests) in [none.requests, exporter.requests].into_iter().enumerate() {
             let (before, after) = (&before[which], &after[which]);
-            split[which][0] += after.user_system[0] - before.user_system[0];
-            split[which][1] += after.user_system[1] - before.user_system[1];
-            split[which][2] += requests as f64;
+            split[which].user += after.user_system[0] - before.user_system[0];
+            split[which].system += after.user_system[1] - before.user_system[1];
+            split[which].calls += requests;
             slice[which] = if after.run_ns > before.run_ns && requests > 0 {
                 (after.run_ns - before.run_ns) as f64 / 1e3 / requests as f64
             } else {
@@ -167,18 +165,36 @@ impl Ctx {
     }
 }
 
+/// One half's user and system CPU seconds and its calls, summed over a variant's slices.
+#[derive(Default)]
+struct Split {
+    user: f64,
+    system: f64,
+    calls: usize,
+}
+
+impl Split {
+    /// User and system µs per call (from 10 ms ticks: coarse for one slice, fine summed over
+    /// two dozen).
+    fn us_per_call(&self) -> [f64; 2] {
+        let calls = self.calls.max(1) as f64;
+        [
+            round(self.user * 1e6 / calls, 1),
+            round(self.system * 1e6 / calls, 1),
+        ]
+    }
+}
+
 /// One variant's figures: the median excess of its slices and their quartiles, each pair of
-/// services' median, the median
-/// CPU per call of each half, and each half's user and system CPU per call over all its slices
-/// (from 10 ms ticks: coarse for one slice, fine over forty).
+/// services' median, the median CPU per call of each half, and each half's user and system
+/// CPU per call over all its slices.
 fn summary(
     name: &str,
     excesses: &[f64],
     by_pair: &[f64],
     per_call: &[Vec<f64>; 2],
-    split: &[[f64; 3]; 2],
+    split: &[Split; 2],
 ) -> Value {
-    let us_per_call = |half: [f64; 3], field: usize| round(half[field] * 1e6 / half[2].max(1.0), 1);
     json!({
         "exporter": name,
         "slices_counted": excesses.len(),
@@ -187,8 +203,8 @@ fn summary(
         "quartiles_percent": [round(quantile(excesses, 0.25), 1), round(quantile(excesses, 0.75), 1)],
         "none_cpu_us_per_call": round(median(&per_call[0]), 1),
         "exporter_cpu_us_per_call": round(median(&per_call[1]), 1),
-        "none_user_system_us_per_call": [us_per_call(split[0], 0), us_per_call(split[0], 1)],
-        "exporter_user_system_us_per_call": [us_per_call(split[1], 0), us_per_call(split[1], 1)],
+        "none_user_system_us_per_call": split[0].us_per_call(),
+        "exporter_user_system_us_per_call": split[1].us_per_call(),
     })
 }
 
