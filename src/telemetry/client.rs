@@ -92,14 +92,14 @@ pub(super) type QuerySeries = (QueryCall, Option<&'static str>);
 /// returns `None` when there is none. The latency point is recorded for every call; the span
 /// only when the invocation is sampled.
 pub fn start(dependency: Dependency, method: &str, url: &url::Url) -> Option<ClientCall> {
-    let (parent, scope) = traced()?;
+    let scope = super::server::current()?;
     if dependency == Dependency::EntraToken {
         scope.token_requests.fetch_add(1, Ordering::Relaxed);
     }
     let method = method_value(method);
     // The address is shared by the span and the latency series: counted, not copied.
     let address: Arc<str> = Arc::from(url.host_str().unwrap_or_default());
-    let span = sampled(&parent).then(|| {
+    let span = scope.span.is_some().then(|| {
         let mut attributes = Vec::with_capacity(5);
         attributes.extend([
             KeyValue::new("obovault.dependency", dependency.name()),
@@ -117,16 +117,16 @@ pub fn start(dependency: Dependency, method: &str, url: &url::Url) -> Option<Cli
         method,
         address,
     });
-    Some(ClientCall::begin(parent, scope, span, series))
+    Some(ClientCall::begin(scope, span, series))
 }
 
 /// Starts a client span for one database `statement` on `system`, as a child of the current
 /// invocation's span, or returns `None` when there is none. As for [`start`], the span only
 /// when the invocation is sampled.
 pub fn start_query(system: &'static str, statement: &'static str) -> Option<ClientCall> {
-    let (parent, scope) = traced()?;
+    let scope = super::server::current()?;
     let operation = names::operation(statement);
-    let span = sampled(&parent).then(|| {
+    let span = scope.span.is_some().then(|| {
         let mut attributes = Vec::with_capacity(4);
         attributes.extend([
             KeyValue::new("db.system.name", system),
@@ -137,14 +137,7 @@ pub fn start_query(system: &'static str, statement: &'static str) -> Option<Clie
         (names::query(&operation, system), attributes)
     });
     let series = Series::Query(QueryCall { system, operation });
-    Some(ClientCall::begin(parent, scope, span, series))
-}
-
-/// Whether the invocation's span was sampled. A client span of an invocation that is not
-/// would never be exported (every sampler here follows an in-process parent), so it is not
-/// built: its name, URL and attributes cost a tenth of a warm call's instructions.
-fn sampled(parent: &Context) -> bool {
-    parent.span().span_context().is_sampled()
+    Some(ClientCall::begin(scope, span, series))
 }
 
 /// `http.request.method`: one of the methods the semantic conventions name, or `_OTHER` as
@@ -158,30 +151,27 @@ pub(super) fn method_value(method: &str) -> &'static str {
         .unwrap_or("_OTHER")
 }
 
-/// The current invocation's context and scope, when the task runs inside a traced one.
-fn traced() -> Option<(Context, Arc<Scope>)> {
-    Context::map_current(|cx| {
-        cx.get::<Arc<Scope>>()
-            .map(|scope| (cx.clone(), scope.clone()))
-    })
-}
-
 impl ClientCall {
+    /// A call of the invocation `scope`, with a span `(name, attributes)` when the invocation
+    /// is sampled. A client span of one that is not would never be exported (every sampler
+    /// here follows an in-process parent), so it is not built: its name, URL and attributes
+    /// cost a tenth of a warm call's instructions.
     fn begin(
-        parent: Context,
         scope: Arc<Scope>,
         span: Option<(Cow<'static, str>, Vec<KeyValue>)>,
         series: Series,
     ) -> Self {
-        let span = span.map(|(name, attributes)| {
-            let tracer = &scope.telemetry.tracer;
-            let span = tracer
-                .span_builder(name)
-                .with_kind(SpanKind::Client)
-                .with_attributes(attributes)
-                .start_with_context(tracer, &parent);
-            parent.with_span(span)
-        });
+        let span = span
+            .zip(scope.span.as_ref())
+            .map(|((name, attributes), parent)| {
+                let tracer = &scope.telemetry.tracer;
+                let span = tracer
+                    .span_builder(name)
+                    .with_kind(SpanKind::Client)
+                    .with_attributes(attributes)
+                    .start_with_context(tracer, parent);
+                parent.with_span(span)
+            });
         Self {
             span,
             scope,

@@ -16,7 +16,7 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer
 use opentelemetry_sdk::Resource;
 
 use super::http_client::ExportClient;
-use super::sampling::Sampling;
+use super::sampling::{MicrosoftSampler, Sampling};
 use super::settings::TelemetrySettings;
 
 /// How long one upload may take before it is abandoned.
@@ -33,8 +33,11 @@ pub(super) struct Providers {
 }
 
 impl Providers {
+    /// `sampler` is the tracer's when one of Microsoft's is configured (shared with the
+    /// server spans, which ask it first).
     pub(super) fn start(
         settings: &TelemetrySettings,
+        sampler: Option<MicrosoftSampler>,
         extra_ca_certs: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Handle::try_current()
@@ -48,8 +51,8 @@ impl Providers {
             ])
             .build();
         let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
-        if let Some(sampling) = settings.sampling {
-            tracer = tracer.with_sampler(sampling.sampler());
+        if let Some(sampler) = sampler {
+            tracer = tracer.with_sampler(sampler);
         }
         let mut meter = SdkMeterProvider::builder().with_resource(resource);
         if let Some(base) = &settings.otlp_endpoint {

@@ -9,7 +9,7 @@
 //!
 //! When neither `APPLICATIONINSIGHTS_CONNECTION_STRING` nor `OTEL_EXPORTER_OTLP_ENDPOINT` is
 //! set there is no [`Telemetry`], no layer in the router and no span is ever built: an
-//! outbound call only finds no telemetry scope in the current context.
+//! outbound call only finds no telemetry scope in the current task.
 
 mod bound;
 pub mod client;
@@ -33,16 +33,21 @@ pub use settings::{AppInsightsConnection, TelemetrySettings};
 
 use instruments::Instruments;
 
-/// `task` under the current invocation's trace context, for a task spawned on the
-/// invocation's behalf: the context follows the task that polls, so a spawned task would start
-/// outside the trace and its statements and outbound calls would go unreported.
-pub(crate) fn carry<F: std::future::Future>(task: F) -> opentelemetry::context::WithContext<F> {
-    opentelemetry::context::FutureExt::with_current_context(task)
+/// `task` under the current invocation's telemetry scope, for a task spawned on the
+/// invocation's behalf: the scope is task-local, so a spawned task would start outside the
+/// invocation and its statements and outbound calls would go unreported.
+pub(crate) fn carry<F: std::future::Future>(
+    task: F,
+) -> tokio::task::futures::TaskLocalFuture<Option<Arc<server::Scope>>, F> {
+    server::carry(task)
 }
 
 /// The exporters, the tracer and the metric instruments of one service instance.
 pub struct Telemetry {
     tracer: opentelemetry_sdk::trace::SdkTracer,
+    /// The tracer's sampler when it is one of Microsoft's: the server spans ask it before
+    /// building a span ([`sampling::MicrosoftSampler::presample`]).
+    sampler: Option<sampling::MicrosoftSampler>,
     providers: export::Providers,
     instruments: Instruments,
 }
@@ -61,11 +66,13 @@ impl Telemetry {
         settings: &TelemetrySettings,
         extra_ca_certs: Option<&Path>,
     ) -> anyhow::Result<Arc<Self>> {
-        let providers = export::Providers::start(settings, extra_ca_certs)?;
+        let sampler = settings.sampling.map(Sampling::sampler);
+        let providers = export::Providers::start(settings, sampler.clone(), extra_ca_certs)?;
         let tracer = providers.tracer();
         let instruments = Instruments::new(&providers.meter());
         Ok(Arc::new(Self {
             tracer,
+            sampler,
             providers,
             instruments,
         }))

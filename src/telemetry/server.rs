@@ -5,8 +5,14 @@
 //! `RetryContext`, see /docs/DESIGN.md). Application Insights shows these spans as requests
 //! and the client spans under them as their dependencies.
 //!
-//! The span and a [`Scope`] ride in the OpenTelemetry context attached to the handler's
-//! future, so outbound calls anywhere below (in the same task) find their parent.
+//! Each invocation's [`Scope`] rides in a tokio task-local around the handler's future, so
+//! outbound calls anywhere below (in the same task, or in a task spawned through
+//! [`super::carry`]) find it: the telemetry, the tally of token requests and, when the
+//! invocation is sampled, its span's context, the parent of their client spans. The
+//! OpenTelemetry context is never attached to the thread: an invocation that is not sampled
+//! (under Application Insights' default, all but about five a second) carries no span at all,
+//! and a task-local costs a swap at each poll where an attached context cost a clone, a push
+//! and a pop (docs/PERFORMANCE.md).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,21 +24,41 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::response::Response;
 use futures::future::Either;
-use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 
 use super::Telemetry;
 
-/// What outbound calls of one invocation need: the telemetry, and the tally of token requests
-/// (a do-work that needed none was served from cached access tokens).
+/// What outbound calls of one invocation need: the telemetry, the tally of token requests
+/// (a do-work that needed none was served from cached access tokens) and the server span's
+/// context when the invocation is sampled.
 pub(crate) struct Scope {
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) token_requests: AtomicU32,
+    /// The server span in its context, when it will be exported: the parent of the
+    /// invocation's client spans. `None` for an invocation the sampler declined.
+    pub(crate) span: Option<opentelemetry::Context>,
+}
+
+tokio::task_local! {
+    /// The scope of the invocation the current task works for; `None` in a task spawned
+    /// outside any (the timer's lease renewal started before the run, say).
+    static INVOCATION: Option<Arc<Scope>>;
+}
+
+/// The scope of the invocation the current task works for, if any.
+pub(super) fn current() -> Option<Arc<Scope>> {
+    INVOCATION.try_with(Option::clone).ok().flatten()
+}
+
+/// `task` under the current invocation's scope (see [`super::carry`]).
+pub(super) fn carry<F: Future>(task: F) -> TaskLocalFuture<Option<Arc<Scope>>, F> {
+    INVOCATION.scope(current(), task)
 }
 
 /// The function an invocation path belongs to, and the path as a static string (it is the
@@ -101,30 +127,35 @@ where
         let parent = TraceContextPropagator::new()
             .extract(&opentelemetry_http::HeaderExtractor(request.headers()));
         let method = super::client::method_value(request.method().as_str());
-        let tracer = &telemetry.tracer;
-        let mut span = tracer
-            .span_builder(function)
-            .with_kind(SpanKind::Server)
-            .start_with_context(tracer, &parent);
-        // Built only for a span that will be exported: under a rate-limited sampler most are not.
-        if span.is_recording() {
-            span.set_attributes(server_attributes(function, route, method, &request));
-        }
+        // Under one of Microsoft's samplers the decision comes first, and an invocation it
+        // declines builds no span; under the SDK's own, a span it declines is dropped here.
+        // Either way nothing below needs a span that will not be exported.
+        let parent = match &telemetry.sampler {
+            Some(sampler) => sampler.presample(parent),
+            None => Some(parent),
+        };
+        let span = parent.and_then(|parent| {
+            let tracer = &telemetry.tracer;
+            let mut span = tracer
+                .span_builder(function)
+                .with_kind(SpanKind::Server)
+                .start_with_context(tracer, &parent);
+            span.is_recording().then(|| {
+                span.set_attributes(server_attributes(function, route, method, &request));
+                parent.with_span(span)
+            })
+        });
         let scope = Arc::new(Scope {
             telemetry: telemetry.clone(),
             token_requests: AtomicU32::new(0),
+            span,
         });
-        let cx = parent.with_span(span).with_value(scope.clone());
         let started = Instant::now();
-        // The inner call may start work before its future is first polled: under the context.
-        let response = {
-            let _attached = cx.clone().attach();
-            self.inner.call(request)
-        };
+        // The inner call may start work before its future is first polled: under the scope.
+        let response = INVOCATION.sync_scope(Some(scope.clone()), || self.inner.call(request));
         Either::Right(Invocation {
-            response: response.with_context(cx.clone()),
+            response: INVOCATION.scope(Some(scope.clone()), response),
             end: Some(InvocationEnd {
-                cx,
                 scope,
                 function,
                 method,
@@ -135,12 +166,12 @@ where
 }
 
 pin_project! {
-    /// An invocation's answer, under its trace context; ends the span and records the
-    /// latency point when the answer is ready. Dropped unanswered (the client went away), the
-    /// span ends with its context and no point is recorded.
+    /// An invocation's answer, under its scope; ends the span and records the latency point
+    /// when the answer is ready. Dropped unanswered (the client went away), the span ends with
+    /// the last holder of its scope and no point is recorded.
     struct Invocation<F> {
         #[pin]
-        response: WithContext<F>,
+        response: TaskLocalFuture<Option<Arc<Scope>>, F>,
         end: Option<InvocationEnd>,
     }
 }
@@ -163,7 +194,6 @@ where
 
 /// What an invocation's end records, kept from its start.
 struct InvocationEnd {
-    cx: opentelemetry::Context,
     scope: Arc<Scope>,
     function: &'static str,
     method: &'static str,
@@ -173,15 +203,17 @@ struct InvocationEnd {
 impl InvocationEnd {
     fn record(self, response: &Response) {
         let status = response.status().as_u16();
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        if status >= 500 {
-            span.set_status(Status::error(""));
+        if let Some(cx) = &self.scope.span {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+            if status >= 500 {
+                span.set_status(Status::error(""));
+            }
+            span.end();
         }
-        span.end();
         let instruments = &self.scope.telemetry.instruments;
         let series = ServerSeries {
             function: self.function,

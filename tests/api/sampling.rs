@@ -112,6 +112,20 @@ async fn under_load_application_insights_gets_a_few_traces_and_every_count() {
         .filter(|trace| invocation(&spans, trace).is_some())
         .count();
     assert!(kept < busy.len() / 2, "{kept} of {} kept", busy.len());
+    // An invocation left out of the traces still times its outbound calls: one downstream
+    // call per do-work, sampled or not.
+    let downstream_calls: f64 = app
+        .stack
+        .telemetry
+        .points()
+        .iter()
+        .filter(|p| {
+            p.metric == "http.client.request.duration"
+                && p.attributes.get("obovault.dependency").map(String::as_str) == Some("downstream")
+        })
+        .map(|p| p.value)
+        .sum();
+    assert_eq!(downstream_calls, (busy.len() + 1) as f64);
     let (request, _) = invocation(&spans, &lucky).expect("the low-scored trace");
     let rate: f64 = request.attributes["microsoft.sample_rate"]
         .parse()

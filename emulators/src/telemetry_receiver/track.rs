@@ -47,12 +47,7 @@ pub(super) async fn track(
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|metric| ReceivedPoint {
-                        metric: metric["name"].as_str().unwrap_or_default().to_owned(),
-                        attributes: strings(&data["properties"]),
-                        value: metric["value"].as_f64().unwrap_or_default(),
-                        sum: None,
-                    }),
+                    .map(|metric| point(metric, &data["properties"])),
             ),
             _ => {}
         }
@@ -60,6 +55,26 @@ pub(super) async fn track(
     let count = items.len();
     receiver.keep(payload, spans, points);
     answer(StatusCode::OK, count, count)
+}
+
+/// A `DataPoint` of a `MetricData` item as a received point. In Application Insights' schema
+/// (`DataPoint` in the Bond schema of ApplicationInsights-Home; opentelemetry-application-insights
+/// `models/data_point.rs`) `value` is a measurement, or for `"kind": "Aggregation"` the sum of the
+/// measurements, whose number is `count`: a histogram's point, held here as its count and sum
+/// like an OTLP one.
+fn point(metric: &Value, properties: &Value) -> ReceivedPoint {
+    let value = metric["value"].as_f64().unwrap_or_default();
+    let aggregated = metric["kind"] == "Aggregation";
+    let (value, sum) = match metric["count"].as_f64() {
+        Some(count) if aggregated => (count, Some(value)),
+        _ => (value, None),
+    };
+    ReceivedPoint {
+        metric: metric["name"].as_str().unwrap_or_default().to_owned(),
+        attributes: strings(properties),
+        value,
+        sum,
+    }
 }
 
 /// The body, gunzipped when `Content-Encoding: gzip` says so.

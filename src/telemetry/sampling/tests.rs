@@ -149,3 +149,28 @@ fn a_remote_parent_is_decided_afresh_and_an_in_process_one_is_followed() {
         SamplingDecision::Drop
     );
 }
+
+#[test]
+fn an_invocation_is_decided_before_its_span_and_the_span_takes_that_decision() {
+    let sampler = Sampling::FixedPercentage { ratio: 0.5 }.sampler();
+    let low = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let high = "0af7651916cd43dd8448eb211c80319c";
+    // Decided by the host's trace id, whatever its flag.
+    assert!(sampler.presample(parent(high, true, true)).is_none());
+    let kept = sampler
+        .presample(parent(low, false, true))
+        .expect("scored under the ratio");
+    // The span started under it is kept with the decision's rate, without scoring again
+    // (here against a trace id that would be dropped).
+    let span = decide(&sampler, Some(&kept), high);
+    assert_eq!(span.decision, SamplingDecision::RecordAndSample);
+    assert_eq!(
+        span.attributes,
+        vec![KeyValue::new(SAMPLE_RATE_ATTRIBUTE, 50.0)]
+    );
+    // No parent: a trace of its own, kept or not by the same rule.
+    let everything = Sampling::FixedPercentage { ratio: 1.0 }.sampler();
+    assert!(everything.presample(Context::new()).is_some());
+    let nothing = Sampling::FixedPercentage { ratio: 0.0 }.sampler();
+    assert!(nothing.presample(Context::new()).is_none());
+}
