@@ -74,9 +74,24 @@ impl Ctx {
                     .connection_string(super::telemetry::BENCH_INSTRUMENTATION_KEY),
             )],
         );
+        // OTLP with Microsoft's rate-limited sampler (about five traces a second), which
+        // OTLP-only deployments can name too: the OTLP point above traces every call.
+        let otlp_sampled = (
+            "otlp_collector_rate_limited_metrics_every_minute",
+            vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                    self.stack.telemetry.otlp_endpoint(),
+                ),
+                (
+                    "OTEL_TRACES_SAMPLER".to_owned(),
+                    "microsoft.rate_limited".to_owned(),
+                ),
+            ],
+        );
         let settings = super::telemetry::variants(self, dead_port)
             .into_iter()
-            .chain([as_deployed]);
+            .chain([as_deployed, otlp_sampled]);
         for (name, extra) in settings {
             // `none` against `none`: the control.
             let name = if name == "none" {
