@@ -46,8 +46,8 @@ pub(crate) struct Scope {
 }
 
 tokio::task_local! {
-    /// The scope of the invocation the current task works for; `None` in a task spawned
-    /// outside any (the timer's lease renewal started before the run, say).
+    /// The scope of the invocation the current task works for; `None` where a task was
+    /// carried from outside any invocation.
     static INVOCATION: Option<Arc<Scope>>;
 }
 
