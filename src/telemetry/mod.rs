@@ -29,18 +29,10 @@ use std::sync::Arc;
 pub use client::Dependency;
 pub use logging::init;
 pub use sampling::Sampling;
+pub(crate) use server::carry;
 pub use settings::{AppInsightsConnection, TelemetrySettings};
 
 use instruments::Instruments;
-
-/// `task` under the current invocation's telemetry scope, for a task spawned on the
-/// invocation's behalf: the scope is task-local, so a spawned task would start outside the
-/// invocation and its statements and outbound calls would go unreported.
-pub(crate) fn carry<F: std::future::Future>(
-    task: F,
-) -> tokio::task::futures::TaskLocalFuture<Option<Arc<server::Scope>>, F> {
-    server::carry(task)
-}
 
 /// The exporters, the tracer and the metric instruments of one service instance.
 pub struct Telemetry {

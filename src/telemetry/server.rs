@@ -56,8 +56,10 @@ pub(super) fn current() -> Option<Arc<Scope>> {
     INVOCATION.try_with(Option::clone).ok().flatten()
 }
 
-/// `task` under the current invocation's scope (see [`super::carry`]).
-pub(super) fn carry<F: Future>(task: F) -> TaskLocalFuture<Option<Arc<Scope>>, F> {
+/// `task` under the current invocation's scope, for a task spawned on the invocation's
+/// behalf: the scope is task-local, so a spawned task would start outside the invocation and
+/// its statements and outbound calls would go unreported.
+pub(crate) fn carry<F: Future>(task: F) -> TaskLocalFuture<Option<Arc<Scope>>, F> {
     INVOCATION.scope(current(), task)
 }
 
