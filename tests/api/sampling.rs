@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use emulators::TelemetryReceiver;
 use serde_json::json;
 
 use crate::helpers::TestApp;
@@ -44,18 +45,29 @@ async fn do_work_in(app: &TestApp, oid: &str, trace: &str, flags: &str) {
     assert_eq!(response.status(), 200);
 }
 
+/// What `metric` counted over every export, for the points whose attributes include
+/// `labels`: Application Insights' metrics are deltas, each export holding what came since
+/// the last.
+fn counted(receiver: &TelemetryReceiver, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    receiver
+        .points()
+        .iter()
+        .filter(|p| {
+            p.metric == metric
+                && labels
+                    .iter()
+                    .all(|(k, v)| p.attributes.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|p| p.value)
+        .sum()
+}
+
 /// Waits until the metrics count `calls` successful do-work answers, then past one more span
 /// export, so that every span those calls left has arrived.
 async fn all_exported(app: &TestApp, calls: usize) {
     let receiver = &app.stack.telemetry;
     eventually(receiver, "a count of every do-work", |r| {
-        // Application Insights' metrics are deltas: each export holds what came since the last.
-        let counted: f64 = r
-            .points()
-            .iter()
-            .filter(|p| p.metric == "obovault.access_token_cache.lookups")
-            .map(|p| p.value)
-            .sum();
+        let counted = counted(r, "obovault.access_token_cache.lookups", &[]);
         (counted >= calls as f64).then_some(())
     })
     .await;
@@ -114,17 +126,11 @@ async fn under_load_application_insights_gets_a_few_traces_and_every_count() {
     assert!(kept < busy.len() / 2, "{kept} of {} kept", busy.len());
     // An invocation left out of the traces still times its outbound calls: one downstream
     // call per do-work, sampled or not.
-    let downstream_calls: f64 = app
-        .stack
-        .telemetry
-        .points()
-        .iter()
-        .filter(|p| {
-            p.metric == "http.client.request.duration"
-                && p.attributes.get("obovault.dependency").map(String::as_str) == Some("downstream")
-        })
-        .map(|p| p.value)
-        .sum();
+    let downstream_calls = counted(
+        &app.stack.telemetry,
+        "http.client.request.duration",
+        &[("obovault.dependency", "downstream")],
+    );
     assert_eq!(downstream_calls, (busy.len() + 1) as f64);
     let (request, _) = invocation(&spans, &lucky).expect("the low-scored trace");
     let rate: f64 = request.attributes["microsoft.sample_rate"]
